@@ -1,0 +1,309 @@
+-- squadron foundation schema (SQLite). Keep in step with ../postgres/.
+-- Names and fields follow SQUAD's data model; comments say where they differ.
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    email TEXT NOT NULL DEFAULT '',
+    first_name TEXT NOT NULL DEFAULT '',
+    last_name TEXT NOT NULL DEFAULT '',
+    is_superuser BOOLEAN NOT NULL DEFAULT FALSE,
+    is_active BOOLEAN NOT NULL DEFAULT TRUE,
+    date_joined TEXT NOT NULL
+);
+
+-- One API token per user, as SQUAD's (DRF authtoken): 40 hex characters.
+CREATE TABLE tokens (
+    key TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE,
+    created TEXT NOT NULL
+);
+
+CREATE TABLE groups (
+    id INTEGER PRIMARY KEY,
+    slug TEXT NOT NULL UNIQUE,
+    name TEXT,
+    description TEXT,
+    settings TEXT
+);
+
+CREATE TABLE group_members (
+    id INTEGER PRIMARY KEY,
+    group_id INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    access TEXT NOT NULL DEFAULT 'member' CHECK (access IN ('member', 'submitter', 'privileged', 'admin')),
+    member_since TEXT NOT NULL,
+    UNIQUE (group_id, user_id)
+);
+CREATE INDEX group_members_user ON group_members (user_id);
+
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY,
+    group_id INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    slug TEXT NOT NULL,
+    name TEXT,
+    is_public BOOLEAN NOT NULL DEFAULT TRUE,
+    html_mail BOOLEAN NOT NULL DEFAULT TRUE,
+    moderate_notifications BOOLEAN NOT NULL DEFAULT FALSE,
+    description TEXT,
+    important_metadata_keys TEXT,
+    datetime TEXT NOT NULL,
+    -- Comma-separated plugin names, stored verbatim (SQUAD's PluginListField).
+    enabled_plugins_list TEXT,
+    wait_before_notification INTEGER,
+    notification_timeout INTEGER,
+    data_retention_days INTEGER NOT NULL DEFAULT 0,
+    project_settings TEXT NOT NULL DEFAULT '{}',
+    is_archived BOOLEAN NOT NULL DEFAULT FALSE,
+    force_finishing_builds_on_timeout BOOLEAN NOT NULL DEFAULT FALSE,
+    build_confidence_count INTEGER NOT NULL DEFAULT 20,
+    build_confidence_threshold INTEGER NOT NULL DEFAULT 90,
+    UNIQUE (group_id, slug)
+);
+
+CREATE TABLE environments (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    slug TEXT NOT NULL,
+    name TEXT,
+    expected_test_runs INTEGER DEFAULT 0,
+    description TEXT,
+    UNIQUE (project_id, slug)
+);
+
+CREATE TABLE patch_sources (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    username TEXT NOT NULL DEFAULT '',
+    password TEXT,
+    url TEXT NOT NULL,
+    token TEXT,
+    implementation TEXT NOT NULL
+);
+
+CREATE TABLE builds (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    datetime TEXT NOT NULL,
+    patch_source_id INTEGER REFERENCES patch_sources (id) ON DELETE SET NULL,
+    patch_baseline_id INTEGER REFERENCES builds (id) ON DELETE SET NULL,
+    patch_id TEXT,
+    patch_url TEXT,
+    patch_notified BOOLEAN NOT NULL DEFAULT FALSE,
+    keep_data BOOLEAN NOT NULL DEFAULT FALSE,
+    is_release BOOLEAN NOT NULL DEFAULT FALSE,
+    release_label TEXT,
+    UNIQUE (project_id, version)
+);
+CREATE INDEX builds_project_datetime ON builds (project_id, datetime);
+
+-- Outgoing webhooks of a build (SQUAD attaches them through a generic
+-- relation; squadron only ever attaches them to builds).
+CREATE TABLE callbacks (
+    id INTEGER PRIMARY KEY,
+    build_id INTEGER NOT NULL REFERENCES builds (id) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL DEFAULT 'post',
+    event TEXT NOT NULL DEFAULT 'on_build_finished',
+    headers TEXT,
+    payload TEXT,
+    payload_is_json BOOLEAN NOT NULL DEFAULT TRUE,
+    is_sent BOOLEAN NOT NULL DEFAULT FALSE,
+    record_response BOOLEAN NOT NULL DEFAULT FALSE,
+    response_code INTEGER,
+    response_content TEXT,
+    UNIQUE (build_id, url, event)
+);
+
+CREATE TABLE testruns (
+    id INTEGER PRIMARY KEY,
+    build_id INTEGER NOT NULL REFERENCES builds (id) ON DELETE CASCADE,
+    environment_id INTEGER NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL,
+    datetime TEXT NOT NULL,
+    metadata_file TEXT,
+    -- Blob keys of the files as submitted.
+    tests_file TEXT,
+    metrics_file TEXT,
+    log_file TEXT,
+    completed BOOLEAN NOT NULL DEFAULT TRUE,
+    build_url TEXT,
+    job_id TEXT,
+    job_status TEXT,
+    job_url TEXT,
+    resubmit_url TEXT,
+    data_processed BOOLEAN NOT NULL DEFAULT FALSE,
+    status_recorded BOOLEAN NOT NULL DEFAULT FALSE,
+    -- A run is hidden while it is being ingested; see DESIGN.md §3.
+    visible BOOLEAN NOT NULL DEFAULT FALSE,
+    ingest_owner TEXT,
+    ingest_heartbeat_at TEXT,
+    ingest_created_build BOOLEAN NOT NULL DEFAULT FALSE,
+    ingest_created_environment BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX testruns_build ON testruns (build_id);
+CREATE INDEX testruns_environment ON testruns (environment_id);
+CREATE UNIQUE INDEX testruns_build_job_id ON testruns (build_id, job_id) WHERE visible;
+CREATE INDEX testruns_hidden ON testruns (ingest_heartbeat_at) WHERE NOT visible;
+
+CREATE TABLE attachments (
+    id INTEGER PRIMARY KEY,
+    test_run_id INTEGER NOT NULL REFERENCES testruns (id) ON DELETE CASCADE,
+    filename TEXT NOT NULL,
+    mimetype TEXT NOT NULL DEFAULT 'application/octet-stream',
+    length INTEGER NOT NULL,
+    blob TEXT NOT NULL
+);
+CREATE INDEX attachments_test_run ON attachments (test_run_id);
+
+-- Interned names, global as SQUAD's: kind is 'suite' (name '-'), 'test' or 'metric'.
+CREATE TABLE suite_metadata (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('suite', 'test', 'metric')),
+    suite TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    instructions_to_reproduce TEXT,
+    UNIQUE (kind, suite, name)
+);
+
+CREATE TABLE suites (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    slug TEXT NOT NULL,
+    name TEXT,
+    metadata_id INTEGER REFERENCES suite_metadata (id),
+    UNIQUE (project_id, slug)
+);
+CREATE INDEX suites_metadata ON suites (metadata_id);
+
+CREATE TABLE suite_versions (
+    id INTEGER PRIMARY KEY,
+    suite_id INTEGER NOT NULL REFERENCES suites (id) ON DELETE CASCADE,
+    version TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    UNIQUE (suite_id, version)
+);
+
+CREATE TABLE known_issues (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    test_name TEXT NOT NULL,
+    url TEXT,
+    notes TEXT,
+    active BOOLEAN NOT NULL DEFAULT TRUE,
+    intermittent BOOLEAN NOT NULL DEFAULT FALSE
+);
+
+CREATE TABLE known_issue_environments (
+    known_issue_id INTEGER NOT NULL REFERENCES known_issues (id) ON DELETE CASCADE,
+    environment_id INTEGER NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    PRIMARY KEY (known_issue_id, environment_id)
+);
+CREATE INDEX known_issue_environments_environment ON known_issue_environments (environment_id);
+
+-- A test is a few integers: its name lives in suite_metadata. build_id and
+-- environment_id are denormalised from the run, as SQUAD's.
+CREATE TABLE tests (
+    id INTEGER PRIMARY KEY,
+    test_run_id INTEGER NOT NULL REFERENCES testruns (id),
+    suite_id INTEGER NOT NULL REFERENCES suites (id),
+    metadata_id INTEGER NOT NULL REFERENCES suite_metadata (id),
+    build_id INTEGER NOT NULL REFERENCES builds (id),
+    environment_id INTEGER NOT NULL REFERENCES environments (id),
+    result BOOLEAN,
+    has_known_issues BOOLEAN,
+    log TEXT
+);
+CREATE UNIQUE INDEX tests_test_run_metadata ON tests (test_run_id, metadata_id);
+CREATE INDEX tests_build_metadata ON tests (build_id, metadata_id);
+CREATE INDEX tests_metadata ON tests (metadata_id);
+
+CREATE TABLE test_known_issues (
+    test_id INTEGER NOT NULL REFERENCES tests (id) ON DELETE CASCADE,
+    known_issue_id INTEGER NOT NULL REFERENCES known_issues (id) ON DELETE CASCADE,
+    PRIMARY KEY (test_id, known_issue_id)
+);
+CREATE INDEX test_known_issues_known_issue ON test_known_issues (known_issue_id);
+
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY,
+    test_run_id INTEGER NOT NULL REFERENCES testruns (id),
+    suite_id INTEGER NOT NULL REFERENCES suites (id),
+    metadata_id INTEGER NOT NULL REFERENCES suite_metadata (id),
+    build_id INTEGER NOT NULL REFERENCES builds (id),
+    environment_id INTEGER NOT NULL REFERENCES environments (id),
+    result REAL NOT NULL,
+    -- Comma-separated measurements, as SQUAD's.
+    measurements TEXT NOT NULL,
+    unit TEXT,
+    is_outlier BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE UNIQUE INDEX metrics_test_run_metadata ON metrics (test_run_id, metadata_id);
+CREATE INDEX metrics_build_metadata ON metrics (build_id, metadata_id);
+CREATE INDEX metrics_metadata ON metrics (metadata_id);
+
+-- Per-run counts, per suite and (suite_id NULL) for the whole run. A run
+-- being ingested holds a placeholder row per suite it uses, so a suite
+-- without status rows is used by no run.
+CREATE TABLE statuses (
+    id INTEGER PRIMARY KEY,
+    test_run_id INTEGER NOT NULL REFERENCES testruns (id),
+    suite_id INTEGER REFERENCES suites (id),
+    suite_version_id INTEGER REFERENCES suite_versions (id),
+    tests_pass INTEGER NOT NULL DEFAULT 0,
+    tests_fail INTEGER NOT NULL DEFAULT 0,
+    tests_xfail INTEGER NOT NULL DEFAULT 0,
+    tests_skip INTEGER NOT NULL DEFAULT 0,
+    metrics_summary REAL NOT NULL DEFAULT 0,
+    has_metrics BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE UNIQUE INDEX statuses_test_run_suite ON statuses (test_run_id, suite_id);
+CREATE UNIQUE INDEX statuses_test_run_total ON statuses (test_run_id) WHERE suite_id IS NULL;
+CREATE INDEX statuses_suite ON statuses (suite_id);
+
+CREATE TABLE backends (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    username TEXT NOT NULL DEFAULT '',
+    token TEXT NOT NULL DEFAULT '',
+    implementation_type TEXT NOT NULL,
+    backend_settings TEXT,
+    -- Seconds (SQUAD stores minutes; the API keeps minutes).
+    poll_interval INTEGER NOT NULL DEFAULT 3600,
+    max_fetch_attempts INTEGER NOT NULL DEFAULT 3,
+    poll_enabled BOOLEAN NOT NULL DEFAULT TRUE,
+    listen_enabled BOOLEAN NOT NULL DEFAULT TRUE
+);
+
+CREATE TABLE testjobs (
+    id INTEGER PRIMARY KEY,
+    backend_id INTEGER NOT NULL REFERENCES backends (id),
+    definition TEXT,
+    name TEXT,
+    target_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    target_build_id INTEGER REFERENCES builds (id) ON DELETE CASCADE,
+    environment TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    submitted_at TEXT,
+    fetched_at TEXT,
+    started_at TEXT,
+    ended_at TEXT,
+    last_fetch_attempt TEXT,
+    submitted BOOLEAN NOT NULL DEFAULT FALSE,
+    fetched BOOLEAN NOT NULL DEFAULT FALSE,
+    fetch_attempts INTEGER NOT NULL DEFAULT 0,
+    failure TEXT,
+    can_resubmit BOOLEAN NOT NULL DEFAULT FALSE,
+    resubmitted_count INTEGER NOT NULL DEFAULT 0,
+    parent_job_id INTEGER REFERENCES testjobs (id) ON DELETE SET NULL,
+    job_id TEXT,
+    job_status TEXT,
+    testrun_id INTEGER REFERENCES testruns (id) ON DELETE SET NULL
+);
+CREATE INDEX testjobs_target_build ON testjobs (target_build_id);
+CREATE INDEX testjobs_job_id ON testjobs (job_id);
+CREATE INDEX testjobs_pending ON testjobs (submitted, fetched);

@@ -1,0 +1,144 @@
+//! Builds, environments, patch sources and build callbacks.
+
+use chrono::{DateTime, Utc};
+use squadron_core::callbacks::CallbackSpec;
+
+use crate::{Store, StoreError};
+
+/// A build: one version of a project.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Build {
+    /// Primary key.
+    pub id: i64,
+    /// The project.
+    pub project_id: i64,
+    /// Version, unique in the project.
+    pub version: String,
+    /// When the build was created.
+    pub created_at: DateTime<Utc>,
+    /// When it happened: the earliest of its creation and its runs' datetimes.
+    pub datetime: DateTime<Utc>,
+    /// Where the patch under test comes from.
+    pub patch_source_id: Option<i64>,
+    /// The build the patch applies to.
+    pub patch_baseline_id: Option<i64>,
+    /// The patch's id in its source.
+    pub patch_id: Option<String>,
+    /// The patch's URL.
+    pub patch_url: Option<String>,
+    /// Whether the patch source was told the build finished.
+    pub patch_notified: bool,
+    /// Whether retention cleanup keeps this build.
+    pub keep_data: bool,
+    /// Whether this build is a release.
+    pub is_release: bool,
+    /// The release's label.
+    pub release_label: Option<String>,
+}
+
+pub(crate) const BUILD_COLUMNS: &str =
+    "id, project_id, version, created_at, datetime, patch_source_id, \
+    patch_baseline_id, patch_id, patch_url, patch_notified, keep_data, is_release, release_label";
+
+/// The patch fields `/api/createbuild` sets on a new build.
+#[derive(Debug, Clone, Default)]
+pub struct PatchFields<'a> {
+    /// Name of a patch source.
+    pub source: Option<&'a str>,
+    /// Version of a build of the same project.
+    pub baseline: Option<&'a str>,
+    /// The patch's id in its source.
+    pub id: Option<&'a str>,
+}
+
+impl Store {
+    /// Finds a build of a project by version.
+    pub async fn build_by_version(
+        &self,
+        project_id: i64,
+        version: &str,
+    ) -> Result<Option<Build>, StoreError> {
+        let sql =
+            format!("SELECT {BUILD_COLUMNS} FROM builds WHERE project_id = $1 AND version = $2");
+        Ok(
+            with_reader!(self, pool => sqlx::query_as(&sql).bind(project_id).bind(version).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Creates a build with its patch fields, or finds the existing one
+    /// (whose fields are left alone), and attaches the callback if one is
+    /// given. Returns the build and whether it was created.
+    pub async fn create_build(
+        &self,
+        project_id: i64,
+        version: &str,
+        patch: PatchFields<'_>,
+        callback: Option<&CallbackSpec>,
+    ) -> Result<(Build, bool), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let patch_source_id: Option<i64> = match patch.source {
+            Some(name) => Some(
+                with_tx!(tx, c => sqlx::query_scalar("SELECT id FROM patch_sources WHERE name = $1")
+                    .bind(name).fetch_optional(&mut *c).await)?
+                .ok_or_else(|| StoreError::NotFound(format!("patch source {name:?}")))?,
+            ),
+            None => None,
+        };
+        let patch_baseline_id: Option<i64> = match patch.baseline {
+            Some(baseline) => Some(
+                with_tx!(tx, c => sqlx::query_scalar("SELECT id FROM builds WHERE project_id = $1 AND version = $2")
+                    .bind(project_id).bind(baseline).fetch_optional(&mut *c).await)?
+                .ok_or_else(|| StoreError::NotFound(format!("patch baseline {baseline:?}")))?,
+            ),
+            None => None,
+        };
+        let now = Utc::now();
+        let insert = format!(
+            "INSERT INTO builds (project_id, version, created_at, datetime, patch_source_id, patch_baseline_id, patch_id) \
+             VALUES ($1, $2, $3, $3, $4, $5, $6) ON CONFLICT (project_id, version) DO NOTHING RETURNING {BUILD_COLUMNS}"
+        );
+        let select =
+            format!("SELECT {BUILD_COLUMNS} FROM builds WHERE project_id = $1 AND version = $2");
+        let (build, created): (Build, bool) = with_tx!(tx, c => {
+            let inserted: Option<Build> = sqlx::query_as(&insert)
+                .bind(project_id).bind(version).bind(now).bind(patch_source_id).bind(patch_baseline_id).bind(patch.id)
+                .fetch_optional(&mut *c).await?;
+            match inserted {
+                Some(build) => (build, true),
+                None => (sqlx::query_as(&select).bind(project_id).bind(version).fetch_one(&mut *c).await?, false),
+            }
+        });
+        if let Some(cb) = callback {
+            let inserted = with_tx!(tx, c => sqlx::query(
+                "INSERT INTO callbacks (build_id, url, method, event, headers, payload, payload_is_json, record_response) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (build_id, url, event) DO NOTHING",
+            )
+            .bind(build.id).bind(&cb.url).bind(&cb.method).bind(&cb.event).bind(&cb.headers)
+            .bind(&cb.payload).bind(cb.payload_is_json).bind(cb.record_response)
+            .execute(&mut *c).await.map(|r| r.rows_affected()))?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(format!(
+                    "a callback to {} on {} for build {version:?}",
+                    cb.url, cb.event
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok((build, created))
+    }
+
+    /// Creates a patch source (used by tests and administration).
+    pub async fn create_patch_source(
+        &self,
+        name: &str,
+        url: &str,
+        implementation: &str,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id = with_tx!(tx, c => sqlx::query_scalar(
+            "INSERT INTO patch_sources (name, url, implementation) VALUES ($1, $2, $3) RETURNING id",
+        ).bind(name).bind(url).bind(implementation).fetch_one(&mut *c).await)?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}

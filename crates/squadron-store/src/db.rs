@@ -1,0 +1,341 @@
+//! Connecting to either engine, migrations, and write transactions that
+//! measure how long they hold the database.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use crate::StoreError;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a writer waits for SQLite's lock held by another process.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The two engines. SQLite has one writer, so the store keeps a pool of one
+/// connection for writes (which serialises writers inside the process) and
+/// a pool of readers (WAL lets them read while a write is in progress).
+pub(crate) enum Engine {
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` once per engine, with `$pool` bound to that engine's pool
+/// for reads. The body is compiled for both engines.
+macro_rules! with_reader {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store.engine() {
+            $crate::db::Engine::Sqlite { reader: $pool, .. } => $body,
+            $crate::db::Engine::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` once per engine, with `$conn` bound to the write
+/// transaction's connection (use `&mut *$conn` for each query).
+macro_rules! with_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match &mut $tx.tx {
+            $crate::db::EngineTx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::db::EngineTx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// Handle on the database. Cheap to clone; clones share the pools.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    url: String,
+    stats: HoldStats,
+}
+
+#[derive(Default)]
+struct HoldStats {
+    longest_micros: AtomicU64,
+    transactions: AtomicU64,
+}
+
+/// Figures about the store's write transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// The longest time one write transaction held the database.
+    pub longest_hold: Duration,
+    /// How many write transactions ended.
+    pub transactions: u64,
+}
+
+/// What to do when the schema is behind this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply pending migrations.
+    Apply,
+    /// Refuse to open a database with pending migrations.
+    Require,
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://PATH` or `postgres://…`),
+    /// applying or requiring migrations as asked.
+    pub async fn open(url: &str, migrations: Migrations) -> Result<Store, StoreError> {
+        let store = Store::connect(url).await?;
+        match migrations {
+            Migrations::Apply => {
+                store.migrate().await?;
+            }
+            Migrations::Require => {
+                let count = store.pending_migrations().await?;
+                if count > 0 {
+                    return Err(StoreError::PendingMigrations {
+                        url: store.inner.url.clone(),
+                        count,
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Connects without touching the schema.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let engine = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            if let Some(parent) = Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true)
+                .pragma("cache_size", "-65536")
+                .pragma("temp_store", "memory");
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(600))
+                .connect_with(options.clone())
+                .await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            Engine::Sqlite { writer, reader }
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options)
+                .await?;
+            Engine::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                url: redact(url),
+                stats: HoldStats::default(),
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn engine_name(&self) -> &'static str {
+        match self.engine() {
+            Engine::Sqlite { .. } => "sqlite",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The database URL without credentials.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.engine() {
+            Engine::Sqlite { .. } => &SQLITE_MIGRATOR,
+            Engine::Postgres(_) => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    /// Applies pending migrations; returns how many were pending.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let pending = self.pending_migrations().await?;
+        match self.engine() {
+            Engine::Sqlite { writer, .. } => SQLITE_MIGRATOR.run(writer).await?,
+            Engine::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        Ok(pending)
+    }
+
+    /// How many migrations this binary has that the database lacks.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let applied: HashSet<i64> = match self.engine() {
+            Engine::Sqlite { writer, .. } => {
+                let mut conn = writer.acquire().await?;
+                conn.ensure_migrations_table().await?;
+                conn.list_applied_migrations().await?
+            }
+            Engine::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                conn.ensure_migrations_table().await?;
+                conn.list_applied_migrations().await?
+            }
+        }
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+        Ok(self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .count())
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`), so it never fails later on lock upgrade.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let tx = match self.engine() {
+            Engine::Sqlite { writer, .. } => {
+                EngineTx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Engine::Postgres(pool) => EngineTx::Postgres(pool.begin().await?),
+        };
+        Ok(WriteTx {
+            tx,
+            _hold: HoldGuard {
+                started: Instant::now(),
+                store: self.clone(),
+            },
+        })
+    }
+
+    /// Figures about write transactions so far.
+    pub fn write_stats(&self) -> WriteStats {
+        let s = &self.inner.stats;
+        WriteStats {
+            longest_hold: Duration::from_micros(s.longest_micros.load(Ordering::Relaxed)),
+            transactions: s.transactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Forgets the longest hold seen so far (to measure a window).
+    pub fn reset_write_stats(&self) {
+        self.inner.stats.longest_micros.store(0, Ordering::Relaxed);
+    }
+
+    fn record_hold(&self, held: Duration) {
+        let s = &self.inner.stats;
+        s.longest_micros
+            .fetch_max(held.as_micros() as u64, Ordering::Relaxed);
+        s.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self.engine() {
+            Engine::Sqlite { writer, reader } => {
+                writer.close().await;
+                reader.close().await;
+            }
+            Engine::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Removes the password from a database URL for messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub(crate) enum EngineTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A write transaction; its hold time is recorded when it ends, by commit,
+/// or by being dropped (which rolls it back).
+pub(crate) struct WriteTx {
+    pub(crate) tx: EngineTx,
+    _hold: HoldGuard,
+}
+
+/// Records a write transaction's hold time when dropped.
+struct HoldGuard {
+    started: Instant,
+    store: Store,
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        self.store.record_hold(self.started.elapsed());
+    }
+}
+
+impl WriteTx {
+    /// Commits.
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        let WriteTx { tx, _hold } = self;
+        match tx {
+            EngineTx::Sqlite(t) => t.commit().await?,
+            EngineTx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
+    }
+}

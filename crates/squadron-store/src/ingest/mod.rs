@@ -1,0 +1,215 @@
+//! Ingestion of a submitted test run without long write transactions
+//! (DESIGN.md §3).
+//!
+//! A run is first created *hidden*, owned by its writer and carrying a
+//! heartbeat. Its tests and metrics are parsed from their blobs on a
+//! blocking thread and written in short transactions of at most
+//! [`IngestOptions::batch_rows`] rows each. One last short transaction writes
+//! its status rows and makes it visible. A rejected run is removed by its
+//! writer before it answers; a writer that dies leaves a hidden run whose
+//! heartbeat goes stale, and [`Store::sweep_hidden_runs`] removes it. Either
+//! way every table returns to its earlier row count, interned names and
+//! suites included.
+
+mod discard;
+mod names;
+mod run;
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use squadron_core::submission::{parse_metrics, parse_tests, InputError, RunMetadata};
+use tracing::warn;
+
+use crate::blob::{Blob, BlobStore};
+use crate::{Store, StoreError};
+use run::HiddenRun;
+
+/// The largest number of rows one ingestion transaction writes.
+pub const MAX_BATCH_ROWS: usize = 5000;
+
+/// A hidden run whose writer has not shown life for this long is removed by
+/// the sweep.
+pub const SWEEP_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Everything needed to store one submitted test run. Its files are already
+/// in the blob store.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The project.
+    pub project_id: i64,
+    /// The build's version (created on first use).
+    pub build_version: String,
+    /// The environment's slug (created on first use).
+    pub environment_slug: String,
+    /// The validated metadata.
+    pub metadata: RunMetadata,
+    /// The `tests` document.
+    pub tests_file: Option<Blob>,
+    /// The `metrics` document.
+    pub metrics_file: Option<Blob>,
+    /// The log.
+    pub log_file: Option<Blob>,
+    /// Attachments: file name and content.
+    pub attachments: Vec<(String, Blob)>,
+    /// Whether the run completed (SQUAD's `completed`).
+    pub completed: bool,
+}
+
+/// Tuning of an ingestion.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    /// Rows per write transaction (at most [`MAX_BATCH_ROWS`]).
+    pub batch_rows: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            batch_rows: MAX_BATCH_ROWS,
+        }
+    }
+}
+
+/// Why a submission was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A submitted field is invalid (the client's fault).
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The build already has a visible run with this `job_id`.
+    #[error("There is already a test run with job_id {0}")]
+    DuplicateJobId(String),
+    /// The hidden run was removed by the sweep before it was published.
+    #[error(
+        "the test run was removed while it was being stored (its writer stalled for too long)"
+    )]
+    Swept,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for IngestError {
+    fn from(e: sqlx::Error) -> Self {
+        IngestError::Store(e.into())
+    }
+}
+
+impl From<std::io::Error> for IngestError {
+    fn from(e: std::io::Error) -> Self {
+        IngestError::Store(e.into())
+    }
+}
+
+impl Store {
+    /// Stores a submitted test run; returns the new test run's id.
+    ///
+    /// On any error nothing of the submission stays behind: the hidden run,
+    /// and the build and environment if this call created them, are removed
+    /// before the error is returned.
+    pub async fn ingest(
+        &self,
+        blobs: &BlobStore,
+        submission: &Submission,
+        options: IngestOptions,
+    ) -> Result<i64, IngestError> {
+        let batch_rows = options.batch_rows.clamp(1, MAX_BATCH_ROWS);
+        let mut run = HiddenRun::begin(self, submission).await?;
+        let outcome = match feed(&mut run, blobs, submission, batch_rows).await {
+            Ok(()) => run.publish(&submission.metadata).await,
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            if let Err(e) = discard::discard_run(self, run.id).await {
+                warn!(testrun = run.id, error = %e, "could not remove a rejected hidden run; the sweep will");
+            }
+        }
+        outcome
+    }
+
+    /// Removes hidden runs whose heartbeat is older than `older_than`: what
+    /// writers that died mid-ingestion left behind. Returns how many.
+    pub async fn sweep_hidden_runs(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let cutoff = chrono::Utc::now() - older_than;
+        let stale: Vec<i64> = with_reader!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM testruns WHERE NOT visible AND ingest_heartbeat_at < $1",
+        ).bind(cutoff).fetch_all(pool).await)?;
+        for &id in &stale {
+            discard::discard_run(self, id).await?;
+        }
+        Ok(stale.len())
+    }
+}
+
+async fn feed(
+    run: &mut HiddenRun<'_>,
+    blobs: &BlobStore,
+    s: &Submission,
+    batch_rows: usize,
+) -> Result<(), IngestError> {
+    if let Some(blob) = &s.tests_file {
+        let file = blobs.open_blob(&blob.key)?;
+        stream_batches(
+            batch_rows,
+            move |sink| parse_tests(file, sink),
+            async |batch| run.write_tests(batch).await,
+        )
+        .await?;
+    }
+    if let Some(blob) = &s.metrics_file {
+        let file = blobs.open_blob(&blob.key)?;
+        stream_batches(
+            batch_rows,
+            move |sink| parse_metrics(file, sink),
+            async |batch| run.write_metrics(batch).await,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs `parse` on a blocking thread and hands its items to `write` in
+/// batches of `batch_rows`, one batch being parsed while the previous one is
+/// written. A write error stops the parser; a parse error is returned after
+/// the batches before it were written.
+async fn stream_batches<T: Send + 'static>(
+    batch_rows: usize,
+    parse: impl FnOnce(&mut dyn FnMut(T) -> ControlFlow<()>) -> Result<usize, InputError>
+        + Send
+        + 'static,
+    mut write: impl AsyncFnMut(Vec<T>) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<T>>(2);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(batch_rows);
+        let outcome = parse(&mut |item| {
+            batch.push(item);
+            if batch.len() >= batch_rows {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+                if sender.blocking_send(full).is_err() {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if outcome.is_ok() && !batch.is_empty() && sender.blocking_send(batch).is_err() {
+            return Err(InputError::Aborted);
+        }
+        outcome
+    });
+    let mut write_error = None;
+    while let Some(batch) = receiver.recv().await {
+        if let Err(e) = write(batch).await {
+            write_error = Some(e);
+            break;
+        }
+    }
+    drop(receiver);
+    let parsed = parser.await.expect("the parser thread does not panic");
+    match (write_error, parsed) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(e.into()),
+        (None, Ok(_)) => Ok(()),
+    }
+}

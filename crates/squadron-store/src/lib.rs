@@ -1,0 +1,18 @@
+//! squadron's storage: one logical schema on two engines (SQLite, the
+//! embedded default, and PostgreSQL), with the SQUAD data model, bulk
+//! ingestion of test runs in short transactions, and the blob store for
+//! logs, submitted files and attachments.
+
+#[macro_use]
+mod db;
+pub mod accounts;
+pub mod blob;
+pub mod builds;
+mod error;
+pub mod ingest;
+pub mod projects;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use db::{Migrations, Store, WriteStats};
+pub use error::StoreError;
