@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::StoreError;
 
@@ -137,6 +137,7 @@ impl Store {
                 .pragma("cache_size", "-65536")
                 .pragma("temp_store", "memory");
             let writer = SqlitePoolOptions::new()
+                .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(600))
                 .connect_with(options.clone())
@@ -149,6 +150,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
+                .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options)
@@ -273,6 +275,19 @@ impl Store {
             Engine::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// Decides whether a connection going back to its pool may be reused.
+///
+/// A future dropped at the wrong moment (a cancelled request, an aborted
+/// task) can leave a connection inside a transaction that no `Transaction`
+/// value owns any more; sqlx would then refuse every later `BEGIN
+/// IMMEDIATE` on SQLite's only writer connection. The ping runs any rollback
+/// a dropped transaction queued; a connection still in a transaction after
+/// it is closed instead of reused (closing rolls the transaction back).
+async fn release_outside_transaction<C: Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
 }
 
 /// Removes the password from a database URL for messages and logs.

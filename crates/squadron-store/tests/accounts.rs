@@ -4,6 +4,7 @@ use squadron_core::access::Role;
 use squadron_core::callbacks::CallbackSpec;
 use squadron_store::builds::PatchFields;
 use squadron_store::projects::NewProject;
+#[allow(unused_imports)]
 use squadron_store::testing::TestDb;
 use squadron_store::{both_engines, Migrations, Store, StoreError};
 
@@ -104,5 +105,36 @@ both_engines! {
         let err = Store::open(&db.url, Migrations::Require).await.err().expect("pending migrations refused");
         assert!(matches!(err, StoreError::PendingMigrations { count, .. } if count > 0), "{err}");
         assert!(err.to_string().contains("squadron migrate"), "{err}");
+    }
+
+    async fn cancelled_writes_do_not_poison_the_pool(db: TestDb) {
+        // Abort writers at every point of their transactions; the store must
+        // stay usable and keep no half-done write.
+        let mut i = 0;
+        for polls in 0..30 {
+            for _ in 0..5 {
+                i += 1;
+                let slug = format!("g{i}");
+                drop_after_polls(db.store.create_group(&slug, None), polls).await;
+            }
+        }
+        let group = db.store.create_group("after", None).await.expect("writes still work");
+        assert_eq!(db.store.group_by_slug("after").await.unwrap(), Some(group));
+        let committed = db.scalar("SELECT COUNT(*) FROM groups").await;
+        assert!((1..=151).contains(&committed));
+    }
+}
+
+/// Polls `future` up to `polls` times, letting other threads run between
+/// polls, then drops it: a cancellation at a chosen await point.
+async fn drop_after_polls<F: std::future::Future>(future: F, polls: usize) {
+    let mut future = std::pin::pin!(future);
+    for _ in 0..polls {
+        let poll =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
+        if poll.is_ready() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
     }
 }

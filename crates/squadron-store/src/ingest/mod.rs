@@ -150,66 +150,81 @@ async fn feed(
 ) -> Result<(), IngestError> {
     if let Some(blob) = &s.tests_file {
         let file = blobs.open_blob(&blob.key)?;
-        stream_batches(
-            batch_rows,
-            move |sink| parse_tests(file, sink),
-            async |batch| run.write_tests(batch).await,
-        )
-        .await?;
+        let mut batches = Batches::spawn(batch_rows, move |sink| parse_tests(file, sink));
+        let mut failed = None;
+        while let Some(batch) = batches.next().await {
+            if let Err(e) = run.write_tests(batch).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        batches.finish(failed).await?;
     }
     if let Some(blob) = &s.metrics_file {
         let file = blobs.open_blob(&blob.key)?;
-        stream_batches(
-            batch_rows,
-            move |sink| parse_metrics(file, sink),
-            async |batch| run.write_metrics(batch).await,
-        )
-        .await?;
+        let mut batches = Batches::spawn(batch_rows, move |sink| parse_metrics(file, sink));
+        let mut failed = None;
+        while let Some(batch) = batches.next().await {
+            if let Err(e) = run.write_metrics(batch).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        batches.finish(failed).await?;
     }
     Ok(())
 }
 
-/// Runs `parse` on a blocking thread and hands its items to `write` in
-/// batches of `batch_rows`, one batch being parsed while the previous one is
-/// written. A write error stops the parser; a parse error is returned after
-/// the batches before it were written.
-async fn stream_batches<T: Send + 'static>(
-    batch_rows: usize,
-    parse: impl FnOnce(&mut dyn FnMut(T) -> ControlFlow<()>) -> Result<usize, InputError>
-        + Send
-        + 'static,
-    mut write: impl AsyncFnMut(Vec<T>) -> Result<(), IngestError>,
-) -> Result<(), IngestError> {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<T>>(2);
-    let parser = tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(batch_rows);
-        let outcome = parse(&mut |item| {
-            batch.push(item);
-            if batch.len() >= batch_rows {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
-                if sender.blocking_send(full).is_err() {
-                    return ControlFlow::Break(());
+/// Items parsed on a blocking thread, handed over in batches: one batch is
+/// parsed while the previous one is written.
+struct Batches<T> {
+    receiver: tokio::sync::mpsc::Receiver<Vec<T>>,
+    parser: tokio::task::JoinHandle<Result<usize, InputError>>,
+}
+
+impl<T: Send + 'static> Batches<T> {
+    /// Starts `parse` on a blocking thread, batching its items by `batch_rows`.
+    fn spawn(
+        batch_rows: usize,
+        parse: impl FnOnce(&mut dyn FnMut(T) -> ControlFlow<()>) -> Result<usize, InputError>
+            + Send
+            + 'static,
+    ) -> Batches<T> {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<T>>(2);
+        let parser = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(batch_rows);
+            let outcome = parse(&mut |item| {
+                batch.push(item);
+                if batch.len() >= batch_rows {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+                    if sender.blocking_send(full).is_err() {
+                        return ControlFlow::Break(());
+                    }
                 }
+                ControlFlow::Continue(())
+            });
+            if outcome.is_ok() && !batch.is_empty() && sender.blocking_send(batch).is_err() {
+                return Err(InputError::Aborted);
             }
-            ControlFlow::Continue(())
+            outcome
         });
-        if outcome.is_ok() && !batch.is_empty() && sender.blocking_send(batch).is_err() {
-            return Err(InputError::Aborted);
-        }
-        outcome
-    });
-    let mut write_error = None;
-    while let Some(batch) = receiver.recv().await {
-        if let Err(e) = write(batch).await {
-            write_error = Some(e);
-            break;
-        }
+        Batches { receiver, parser }
     }
-    drop(receiver);
-    let parsed = parser.await.expect("the parser thread does not panic");
-    match (write_error, parsed) {
-        (Some(e), _) => Err(e),
-        (None, Err(e)) => Err(e.into()),
-        (None, Ok(_)) => Ok(()),
+
+    /// The next batch, or `None` when the parser is done.
+    async fn next(&mut self) -> Option<Vec<T>> {
+        self.receiver.recv().await
+    }
+
+    /// Stops the parser and reports the outcome: the writer's error if it
+    /// failed, else the parser's.
+    async fn finish(self, write_error: Option<IngestError>) -> Result<(), IngestError> {
+        drop(self.receiver);
+        let parsed = self.parser.await.expect("the parser thread does not panic");
+        match (write_error, parsed) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(e.into()),
+            (None, Ok(_)) => Ok(()),
+        }
     }
 }
