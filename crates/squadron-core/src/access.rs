@@ -45,10 +45,7 @@ pub struct UnknownRole(pub String);
 impl FromStr for Role {
     type Err = UnknownRole;
     fn from_str(s: &str) -> Result<Role, UnknownRole> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRole(s.to_string()))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRole(s.to_string()))
     }
 }
 
@@ -96,27 +93,15 @@ mod tests {
     #[test]
     fn roles_parse_and_order() {
         assert_eq!("privileged".parse::<Role>().unwrap(), Role::Privileged);
-        assert!("owner"
-            .parse::<Role>()
-            .unwrap_err()
-            .to_string()
-            .contains("owner"));
+        assert!("owner".parse::<Role>().unwrap_err().to_string().contains("owner"));
         assert!(Role::Member < Role::Submitter && Role::Privileged < Role::Admin);
     }
 
     #[test]
     fn role_matrix_as_squad() {
         let anonymous = Caller::default();
-        let member = |role| Caller {
-            authenticated: true,
-            superuser: false,
-            role: Some(role),
-        };
-        let root = Caller {
-            authenticated: true,
-            superuser: true,
-            role: None,
-        };
+        let member = |role| Caller { authenticated: true, superuser: false, role: Some(role) };
+        let root = Caller { authenticated: true, superuser: true, role: None };
 
         assert!(anonymous.can_view(true) && !anonymous.can_view(false));
         assert!(!anonymous.can_submit_results());

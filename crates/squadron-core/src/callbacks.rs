@@ -40,15 +40,11 @@ pub fn callback_from_form<'a>(
     let given = |name: &str| field(name).filter(|v| !v.is_empty());
     let event = given("callback_event").unwrap_or(ON_BUILD_FINISHED);
     if event != ON_BUILD_FINISHED {
-        return Err(format!(
-            "callback_event {event:?} is not valid; it should be one of [\"{ON_BUILD_FINISHED}\"]"
-        ));
+        return Err(format!("callback_event {event:?} is not valid; it should be one of [\"{ON_BUILD_FINISHED}\"]"));
     }
     let method = given("callback_method").unwrap_or("post");
     if method != "get" && method != "post" {
-        return Err(format!(
-            "callback_method {method:?} is not valid; it should be one of [\"get\", \"post\"]"
-        ));
+        return Err(format!("callback_method {method:?} is not valid; it should be one of [\"get\", \"post\"]"));
     }
     let mut headers = project_headers.clone();
     if let Some(text) = given("callback_headers") {
@@ -63,9 +59,7 @@ pub fn callback_from_form<'a>(
             return Err(format!("callback_payload {text:?} is not valid JSON"));
         }
     }
-    let flag = |name: &str, default: bool| {
-        given(name).map_or(default, |v| !matches!(v, "no" | "false" | "False"))
-    };
+    let flag = |name: &str, default: bool| given(name).map_or(default, |v| !matches!(v, "no" | "false" | "False"));
     Ok(Some(CallbackSpec {
         url: url.to_string(),
         method: method.to_string(),
@@ -78,9 +72,7 @@ pub fn callback_from_form<'a>(
 }
 
 fn is_http_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     match rest {
         Some(rest) => {
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -114,38 +106,20 @@ mod tests {
             ("callback_record_response", "true"),
             ("callback_payload_is_json", "false"),
         ];
-        let cb = callback_from_form(form(&fields), &project)
-            .unwrap()
-            .unwrap();
+        let cb = callback_from_form(form(&fields), &project).unwrap().unwrap();
         assert_eq!(cb.method, "post");
         assert_eq!(cb.event, ON_BUILD_FINISHED);
-        assert_eq!(
-            cb.headers.as_deref(),
-            Some(r#"{"A":"project","B":"request"}"#)
-        );
+        assert_eq!(cb.headers.as_deref(), Some(r#"{"A":"project","B":"request"}"#));
         assert!(cb.record_response && !cb.payload_is_json);
     }
 
     #[test]
     fn invalid_fields_are_named() {
-        let err =
-            |fields: &[(&str, &str)]| callback_from_form(form(fields), &Map::new()).unwrap_err();
+        let err = |fields: &[(&str, &str)]| callback_from_form(form(fields), &Map::new()).unwrap_err();
         assert!(err(&[("callback_url", "not a url")]).contains("callback_url"));
-        assert!(
-            err(&[("callback_url", "http://x"), ("callback_method", "put")])
-                .contains("callback_method")
-        );
-        assert!(
-            err(&[("callback_url", "http://x"), ("callback_event", "later")])
-                .contains("callback_event")
-        );
-        assert!(
-            err(&[("callback_url", "http://x"), ("callback_headers", "[1]")])
-                .contains("callback_headers")
-        );
-        assert!(
-            err(&[("callback_url", "http://x"), ("callback_payload", "{")])
-                .contains("callback_payload")
-        );
+        assert!(err(&[("callback_url", "http://x"), ("callback_method", "put")]).contains("callback_method"));
+        assert!(err(&[("callback_url", "http://x"), ("callback_event", "later")]).contains("callback_event"));
+        assert!(err(&[("callback_url", "http://x"), ("callback_headers", "[1]")]).contains("callback_headers"));
+        assert!(err(&[("callback_url", "http://x"), ("callback_payload", "{")]).contains("callback_payload"));
     }
 }

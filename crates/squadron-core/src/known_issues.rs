@@ -19,12 +19,7 @@ impl KnownIssueMatcher {
     pub fn new<'a>(issues: impl IntoIterator<Item = (i64, &'a str)>) -> Self {
         let (ids, patterns): (Vec<i64>, Vec<String>) = issues
             .into_iter()
-            .map(|(id, pattern)| {
-                (
-                    id,
-                    format!("^{}", regex::escape(pattern).replace(r"\*", ".*?")),
-                )
-            })
+            .map(|(id, pattern)| (id, format!("^{}", regex::escape(pattern).replace(r"\*", ".*?"))))
             .unzip();
         let set = RegexSet::new(&patterns).expect("escaped patterns are valid regexes");
         KnownIssueMatcher { set, ids }
@@ -40,11 +35,7 @@ impl KnownIssueMatcher {
         if self.ids.is_empty() {
             return Vec::new();
         }
-        self.set
-            .matches(full_name)
-            .iter()
-            .map(|i| self.ids[i])
-            .collect()
+        self.set.matches(full_name).iter().map(|i| self.ids[i]).collect()
     }
 }
 
@@ -56,11 +47,7 @@ mod tests {
     fn wildcards_and_prefix_matching() {
         let m = KnownIssueMatcher::new([(1, "suite/test"), (2, "ltp-*/fork*"), (3, "a.b[x]")]);
         assert_eq!(m.matches("suite/test"), vec![1]);
-        assert_eq!(
-            m.matches("suite/test2"),
-            vec![1],
-            "anchored at the start only"
-        );
+        assert_eq!(m.matches("suite/test2"), vec![1], "anchored at the start only");
         assert_eq!(m.matches("other/suite/test"), Vec::<i64>::new());
         assert_eq!(m.matches("ltp-syscalls/fork01"), vec![2]);
         assert_eq!(m.matches("a.b[x]"), vec![3], "regex characters are literal");

@@ -35,11 +35,8 @@ pub fn parse_name(full_name: &str) -> (&str, &str) {
         return (ROOT_SUITE, full_name);
     }
     let last = parts.len() - 1;
-    let index = if parts[last].ends_with(']') {
-        parts.iter().position(|p| p.contains('[')).unwrap_or(last)
-    } else {
-        last
-    };
+    let index =
+        if parts[last].ends_with(']') { parts.iter().position(|p| p.contains('[')).unwrap_or(last) } else { last };
     // Byte offset of the start of segment `index`.
     let offset: usize = parts[..index].iter().map(|p| p.len() + 1).sum();
     let suite = &full_name[..offset.saturating_sub(1)];
@@ -84,10 +81,7 @@ mod tests {
         assert_eq!(parse_name("/mytest0"), ("/", "mytest0"));
         assert_eq!(parse_name("group1/pass"), ("group1", "pass"));
         assert_eq!(parse_name("foo/bar/baz"), ("foo/bar", "baz"));
-        assert_eq!(
-            parse_name("suite/test[variant/with/slashes]"),
-            ("suite", "test[variant/with/slashes]")
-        );
+        assert_eq!(parse_name("suite/test[variant/with/slashes]"), ("suite", "test[variant/with/slashes]"));
         assert_eq!(
             parse_name("a/b/c[x]/d[y/z]"),
             ("a/b", "c[x]/d[y/z]"),

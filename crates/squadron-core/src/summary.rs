@@ -85,10 +85,7 @@ pub struct RunStatus<S> {
 
 impl<S> Default for RunStatus<S> {
     fn default() -> Self {
-        RunStatus {
-            suites: HashMap::new(),
-            total: StatusRow::default(),
-        }
+        RunStatus { suites: HashMap::new(), total: StatusRow::default() }
     }
 }
 
@@ -138,15 +135,7 @@ mod tests {
         s.add_test(2, TestStatus::Xfail);
         s.add_test(2, TestStatus::Skip);
         s.add_metric(3, &[4.0, 16.0]);
-        assert_eq!(
-            s.total.tests,
-            TestCounts {
-                pass: 1,
-                fail: 1,
-                xfail: 1,
-                skip: 1
-            }
-        );
+        assert_eq!(s.total.tests, TestCounts { pass: 1, fail: 1, xfail: 1, skip: 1 });
         assert_eq!(s.suites[&1].tests.total(), 2);
         assert!(!s.suites[&1].has_metrics);
         assert!(s.suites[&3].has_metrics && s.total.has_metrics);

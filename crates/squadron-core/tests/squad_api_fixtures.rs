@@ -9,9 +9,7 @@ use serde_json::Value;
 use squadron_core::submission::{parse_metrics, parse_tests};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/squad-api")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/squad-api").join(name)
 }
 
 fn expected() -> Value {
@@ -21,9 +19,7 @@ fn expected() -> Value {
 #[test]
 fn tests_match_squad_1_98() {
     let expected = expected();
-    let cases = expected["reference_output_squad_1_98"]["tests"]
-        .as_object()
-        .unwrap();
+    let cases = expected["reference_output_squad_1_98"]["tests"].as_object().unwrap();
     assert!(cases.len() >= 6);
     for (file, want) in cases {
         let mut got = Vec::new();
@@ -41,9 +37,7 @@ fn tests_match_squad_1_98() {
 #[test]
 fn metrics_match_squad_1_98() {
     let expected = expected();
-    let cases = expected["reference_output_squad_1_98"]["metrics"]
-        .as_object()
-        .unwrap();
+    let cases = expected["reference_output_squad_1_98"]["metrics"].as_object().unwrap();
     assert!(cases.len() >= 4);
     for (file, want) in cases {
         let mut got = Vec::new();
@@ -58,12 +52,8 @@ fn metrics_match_squad_1_98() {
             assert_eq!(g.name, w["name"].as_str().unwrap(), "{file}");
             assert_eq!(g.suite, w["group_name"].as_str().unwrap(), "{file}");
             assert_eq!(g.result, w["result"].as_f64().unwrap(), "{file}");
-            let measurements: Vec<f64> = w["measurements"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            let measurements: Vec<f64> =
+                w["measurements"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!(g.measurements, measurements, "{file}");
             assert_eq!(g.unit.as_deref(), w["unit"].as_str(), "{file}");
         }

@@ -46,12 +46,7 @@ fn new_token_key() -> String {
 
 impl Store {
     /// Creates a user.
-    pub async fn create_user(
-        &self,
-        username: &str,
-        email: &str,
-        superuser: bool,
-    ) -> Result<User, StoreError> {
+    pub async fn create_user(&self, username: &str, email: &str, superuser: bool) -> Result<User, StoreError> {
         if username.trim().is_empty() {
             return Err(StoreError::Invalid("a user name cannot be empty".into()));
         }
@@ -76,9 +71,7 @@ impl Store {
     /// Finds a user by name.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
-        Ok(
-            with_reader!(self, pool => sqlx::query_as(&sql).bind(username).fetch_optional(pool).await)?,
-        )
+        Ok(with_reader!(self, pool => sqlx::query_as(&sql).bind(username).fetch_optional(pool).await)?)
     }
 
     /// Finds the active user owning an API token.
@@ -119,8 +112,7 @@ impl Store {
             )));
         }
         let mut tx = self.begin_write().await?;
-        let sql =
-            format!("INSERT INTO groups (slug, name) VALUES ($1, $2) RETURNING {GROUP_COLUMNS}");
+        let sql = format!("INSERT INTO groups (slug, name) VALUES ($1, $2) RETURNING {GROUP_COLUMNS}");
         let group: Result<Group, sqlx::Error> =
             with_tx!(tx, c => sqlx::query_as(&sql).bind(slug).bind(name).fetch_one(&mut *c).await);
         let group = group.map_err(StoreError::from).map_err(|e| {
@@ -142,12 +134,7 @@ impl Store {
 
     /// Makes the user a member of the group with `role`, or changes the
     /// role of an existing member. Returns the previous role, if any.
-    pub async fn set_member(
-        &self,
-        group_id: i64,
-        user_id: i64,
-        role: Role,
-    ) -> Result<Option<Role>, StoreError> {
+    pub async fn set_member(&self, group_id: i64, user_id: i64, role: Role) -> Result<Option<Role>, StoreError> {
         let mut tx = self.begin_write().await?;
         let previous: Option<String> = with_tx!(tx, c => {
             let previous = sqlx::query_scalar("SELECT access FROM group_members WHERE group_id = $1 AND user_id = $2")
@@ -165,11 +152,7 @@ impl Store {
     }
 
     /// The user's role in the group, if a member.
-    pub async fn role_in_group(
-        &self,
-        user_id: i64,
-        group_id: i64,
-    ) -> Result<Option<Role>, StoreError> {
+    pub async fn role_in_group(&self, user_id: i64, group_id: i64) -> Result<Option<Role>, StoreError> {
         let access: Option<String> = with_reader!(self, pool => sqlx::query_scalar(
             "SELECT access FROM group_members WHERE group_id = $1 AND user_id = $2",
         ).bind(group_id).bind(user_id).fetch_optional(pool).await)?;

@@ -42,10 +42,7 @@ impl BlobStore {
     /// Opens a blob for reading.
     pub fn open_blob(&self, key: &str) -> io::Result<std::fs::File> {
         if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a blob key: {key:?}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a blob key: {key:?}")));
         }
         std::fs::File::open(self.path(key))
     }
@@ -124,10 +121,7 @@ impl BlobWriter {
         let path = BlobStore { root: self.root }.path(&key);
         create_parent(&path)?;
         self.temp.persist(&path).map_err(|e| e.error)?;
-        Ok(Blob {
-            key,
-            length: self.length,
-        })
+        Ok(Blob { key, length: self.length })
     }
 }
 
@@ -154,16 +148,9 @@ mod tests {
         let b = store.put(b"hello world").await.unwrap();
         assert_eq!(a, b);
         assert_eq!(a.length, 11);
-        assert_eq!(
-            a.key,
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
+        assert_eq!(a.key, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         let mut text = String::new();
-        store
-            .open_blob(&a.key)
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
+        store.open_blob(&a.key).unwrap().read_to_string(&mut text).unwrap();
         assert_eq!(text, "hello world");
         assert!(store.open_blob("../../etc/passwd").is_err());
     }
@@ -180,9 +167,6 @@ mod tests {
         let mut w = store.writer().unwrap();
         w.write(b"partial").await.unwrap();
         drop(w);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
-        );
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 }

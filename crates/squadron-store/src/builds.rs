@@ -36,8 +36,7 @@ pub struct Build {
     pub release_label: Option<String>,
 }
 
-pub(crate) const BUILD_COLUMNS: &str =
-    "id, project_id, version, created_at, datetime, patch_source_id, \
+pub(crate) const BUILD_COLUMNS: &str = "id, project_id, version, created_at, datetime, patch_source_id, \
     patch_baseline_id, patch_id, patch_url, patch_notified, keep_data, is_release, release_label";
 
 /// The patch fields `/api/createbuild` sets on a new build.
@@ -53,16 +52,9 @@ pub struct PatchFields<'a> {
 
 impl Store {
     /// Finds a build of a project by version.
-    pub async fn build_by_version(
-        &self,
-        project_id: i64,
-        version: &str,
-    ) -> Result<Option<Build>, StoreError> {
-        let sql =
-            format!("SELECT {BUILD_COLUMNS} FROM builds WHERE project_id = $1 AND version = $2");
-        Ok(
-            with_reader!(self, pool => sqlx::query_as(&sql).bind(project_id).bind(version).fetch_optional(pool).await)?,
-        )
+    pub async fn build_by_version(&self, project_id: i64, version: &str) -> Result<Option<Build>, StoreError> {
+        let sql = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE project_id = $1 AND version = $2");
+        Ok(with_reader!(self, pool => sqlx::query_as(&sql).bind(project_id).bind(version).fetch_optional(pool).await)?)
     }
 
     /// Creates a build with its patch fields, or finds the existing one
@@ -97,8 +89,7 @@ impl Store {
             "INSERT INTO builds (project_id, version, created_at, datetime, patch_source_id, patch_baseline_id, patch_id) \
              VALUES ($1, $2, $3, $3, $4, $5, $6) ON CONFLICT (project_id, version) DO NOTHING RETURNING {BUILD_COLUMNS}"
         );
-        let select =
-            format!("SELECT {BUILD_COLUMNS} FROM builds WHERE project_id = $1 AND version = $2");
+        let select = format!("SELECT {BUILD_COLUMNS} FROM builds WHERE project_id = $1 AND version = $2");
         let (build, created): (Build, bool) = with_tx!(tx, c => {
             let inserted: Option<Build> = sqlx::query_as(&insert)
                 .bind(project_id).bind(version).bind(now).bind(patch_source_id).bind(patch_baseline_id).bind(patch.id)
@@ -128,12 +119,7 @@ impl Store {
     }
 
     /// Creates a patch source (used by tests and administration).
-    pub async fn create_patch_source(
-        &self,
-        name: &str,
-        url: &str,
-        implementation: &str,
-    ) -> Result<i64, StoreError> {
+    pub async fn create_patch_source(&self, name: &str, url: &str, implementation: &str) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
         let id = with_tx!(tx, c => sqlx::query_scalar(
             "INSERT INTO patch_sources (name, url, implementation) VALUES ($1, $2, $3) RETURNING id",

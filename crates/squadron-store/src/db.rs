@@ -25,10 +25,7 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection for writes (which serialises writers inside the process) and
 /// a pool of readers (WAL lets them read while a write is in progress).
 pub(crate) enum Engine {
-    Sqlite {
-        writer: SqlitePool,
-        reader: SqlitePool,
-    },
+    Sqlite { writer: SqlitePool, reader: SqlitePool },
     Postgres(PgPool),
 }
 
@@ -100,7 +97,7 @@ impl Store {
     /// Opens the database at `url` (`sqlite://PATH` or `postgres://…`),
     /// applying or requiring migrations as asked.
     pub async fn open(url: &str, migrations: Migrations) -> Result<Store, StoreError> {
-        let store = Store::connect(url).await?;
+        let store = Store::connect_with(url, migrations == Migrations::Apply).await?;
         match migrations {
             Migrations::Apply => {
                 store.migrate().await?;
@@ -108,28 +105,27 @@ impl Store {
             Migrations::Require => {
                 let count = store.pending_migrations().await?;
                 if count > 0 {
-                    return Err(StoreError::PendingMigrations {
-                        url: store.inner.url.clone(),
-                        count,
-                    });
+                    return Err(StoreError::PendingMigrations { url: store.inner.url.clone(), count });
                 }
             }
         }
         Ok(store)
     }
 
-    /// Connects without touching the schema.
+    /// Connects without touching the schema (creating a missing SQLite
+    /// database file).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, true).await
+    }
+
+    async fn connect_with(url: &str, create_sqlite_file: bool) -> Result<Store, StoreError> {
         let engine = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
-            if let Some(parent) = Path::new(path)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-            {
+            if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
             }
             let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
+                .create_if_missing(create_sqlite_file)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
@@ -142,10 +138,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(600))
                 .connect_with(options.clone())
                 .await?;
-            let reader = SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(options)
-                .await?;
+            let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
             Engine::Sqlite { writer, reader }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
@@ -159,13 +152,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                engine,
-                url: redact(url),
-                stats: HoldStats::default(),
-            }),
-        })
+        Ok(Store { inner: Arc::new(Inner { engine, url: redact_url(url), stats: HoldStats::default() }) })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -202,18 +189,33 @@ impl Store {
         Ok(pending)
     }
 
-    /// How many migrations this binary has that the database lacks.
+    /// How many migrations this binary has that the database lacks. Reads
+    /// only: a database never migrated is left as it is.
     pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
         let applied: HashSet<i64> = match self.engine() {
             Engine::Sqlite { writer, .. } => {
                 let mut conn = writer.acquire().await?;
-                conn.ensure_migrations_table().await?;
-                conn.list_applied_migrations().await?
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                if exists {
+                    conn.list_applied_migrations().await?
+                } else {
+                    Vec::new()
+                }
             }
             Engine::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
-                conn.ensure_migrations_table().await?;
-                conn.list_applied_migrations().await?
+                let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if exists {
+                    conn.list_applied_migrations().await?
+                } else {
+                    Vec::new()
+                }
             }
         }
         .into_iter()
@@ -230,18 +232,10 @@ impl Store {
     /// once (`BEGIN IMMEDIATE`), so it never fails later on lock upgrade.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let tx = match self.engine() {
-            Engine::Sqlite { writer, .. } => {
-                EngineTx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
-            }
+            Engine::Sqlite { writer, .. } => EngineTx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
             Engine::Postgres(pool) => EngineTx::Postgres(pool.begin().await?),
         };
-        Ok(WriteTx {
-            tx,
-            _hold: HoldGuard {
-                started: Instant::now(),
-                store: self.clone(),
-            },
-        })
+        Ok(WriteTx { tx, _hold: HoldGuard { started: Instant::now(), store: self.clone() } })
     }
 
     /// Figures about write transactions so far.
@@ -260,9 +254,14 @@ impl Store {
 
     fn record_hold(&self, held: Duration) {
         let s = &self.inner.stats;
-        s.longest_micros
-            .fetch_max(held.as_micros() as u64, Ordering::Relaxed);
+        s.longest_micros.fetch_max(held.as_micros() as u64, Ordering::Relaxed);
         s.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_reader!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
     }
 
     /// Closes every connection.
@@ -291,7 +290,7 @@ async fn release_outside_transaction<C: Connection>(conn: &mut C) -> Result<bool
 }
 
 /// Removes the password from a database URL for messages and logs.
-fn redact(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
@@ -342,14 +341,11 @@ impl WriteTx {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::redact_url as redact;
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
     }

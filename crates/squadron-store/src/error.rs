@@ -5,10 +5,10 @@ use thiserror::Error;
 pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Applying or reading migrations failed.
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     /// The schema is older than this binary and migrating was not asked for.
     #[error("the database {url} has {count} pending migration(s); run `squadron migrate --database {url}` or pass --migrate")]
     PendingMigrations {
@@ -31,7 +31,27 @@ pub enum StoreError {
     Invalid(String),
     /// Reading or writing a blob failed.
     #[error("blob store: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// The causes' messages are part of ours; they are not also given as
+// sources, so error chains do not print them twice.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e)
+    }
 }
 
 impl StoreError {

@@ -14,5 +14,5 @@ pub mod projects;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use db::{Migrations, Store, WriteStats};
+pub use db::{redact_url, Migrations, Store, WriteStats};
 pub use error::StoreError;

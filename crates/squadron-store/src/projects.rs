@@ -63,12 +63,7 @@ impl Project {
     pub fn enabled_plugins(&self) -> Vec<&str> {
         self.enabled_plugins_list
             .as_deref()
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .collect()
-            })
+            .map(|list| list.split(',').map(str::trim).filter(|p| !p.is_empty()).collect())
             .unwrap_or_default()
     }
 }
@@ -118,15 +113,8 @@ impl Store {
     }
 
     /// Finds a project of a group by slug.
-    pub async fn project_by_slug(
-        &self,
-        group_id: i64,
-        slug: &str,
-    ) -> Result<Option<Project>, StoreError> {
-        let sql =
-            format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE group_id = $1 AND slug = $2");
-        Ok(
-            with_reader!(self, pool => sqlx::query_as(&sql).bind(group_id).bind(slug).fetch_optional(pool).await)?,
-        )
+    pub async fn project_by_slug(&self, group_id: i64, slug: &str) -> Result<Option<Project>, StoreError> {
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE group_id = $1 AND slug = $2");
+        Ok(with_reader!(self, pool => sqlx::query_as(&sql).bind(group_id).bind(slug).fetch_optional(pool).await)?)
     }
 }

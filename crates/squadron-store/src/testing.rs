@@ -64,38 +64,19 @@ impl TestDb {
     pub async fn postgres() -> TestDb {
         let name = format!("squadron_test_{}", uuid::Uuid::new_v4().simple());
         let admin = postgres_admin_url();
-        let pool = sqlx::PgPool::connect(&admin)
-            .await
-            .expect("PostgreSQL for tests is reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&pool)
-            .await
-            .expect("create test database");
+        let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL for tests is reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create test database");
         pool.close().await;
-        let base = admin
-            .rsplit_once('/')
-            .map_or(admin.as_str(), |(base, _)| base);
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
         let url = format!("{base}/{name}");
         let dir = tempfile::tempdir().expect("temporary directory");
         Self::open(url, dir, Some(name)).await
     }
 
-    async fn open(
-        url: String,
-        dir: tempfile::TempDir,
-        postgres_database: Option<String>,
-    ) -> TestDb {
-        let store = Store::open(&url, Migrations::Apply)
-            .await
-            .expect("open and migrate the test database");
+    async fn open(url: String, dir: tempfile::TempDir, postgres_database: Option<String>) -> TestDb {
+        let store = Store::open(&url, Migrations::Apply).await.expect("open and migrate the test database");
         let blobs = BlobStore::open(dir.path().join("blobs")).expect("blob store");
-        TestDb {
-            store,
-            blobs,
-            url,
-            dir,
-            postgres_database,
-        }
+        TestDb { store, blobs, url, dir, postgres_database }
     }
 
     /// Row counts of every table, by table name.
@@ -106,30 +87,24 @@ impl TestDb {
     /// Runs one SQL statement (for tests that need a state no API makes).
     pub async fn execute(&self, sql: &str) -> u64 {
         match self.store.engine() {
-            Engine::Sqlite { writer, .. } => sqlx::query(sql)
-                .execute(writer)
-                .await
-                .expect(sql)
-                .rows_affected(),
-            Engine::Postgres(pool) => sqlx::query(sql)
-                .execute(pool)
-                .await
-                .expect(sql)
-                .rows_affected(),
+            Engine::Sqlite { writer, .. } => sqlx::query(sql).execute(writer).await.expect(sql).rows_affected(),
+            Engine::Postgres(pool) => sqlx::query(sql).execute(pool).await.expect(sql).rows_affected(),
+        }
+    }
+
+    /// Runs a query returning one text value.
+    pub async fn text(&self, sql: &str) -> String {
+        match self.store.engine() {
+            Engine::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.expect(sql),
+            Engine::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql),
         }
     }
 
     /// Runs a query returning one integer.
     pub async fn scalar(&self, sql: &str) -> i64 {
         match self.store.engine() {
-            Engine::Sqlite { reader, .. } => sqlx::query_scalar(sql)
-                .fetch_one(reader)
-                .await
-                .expect("query"),
-            Engine::Postgres(pool) => sqlx::query_scalar(sql)
-                .fetch_one(pool)
-                .await
-                .expect("query"),
+            Engine::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.expect("query"),
+            Engine::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.expect("query"),
         }
     }
 }
@@ -154,14 +129,8 @@ pub async fn table_counts(store: &Store) -> Vec<(String, i64)> {
     for table in tables {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let n: i64 = match store.engine() {
-            Engine::Sqlite { reader, .. } => sqlx::query_scalar(&sql)
-                .fetch_one(reader)
-                .await
-                .expect("count"),
-            Engine::Postgres(pool) => sqlx::query_scalar(&sql)
-                .fetch_one(pool)
-                .await
-                .expect("count"),
+            Engine::Sqlite { reader, .. } => sqlx::query_scalar(&sql).fetch_one(reader).await.expect("count"),
+            Engine::Postgres(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await.expect("count"),
         };
         counts.push((table, n));
     }
@@ -177,15 +146,10 @@ impl Drop for TestDb {
         // the test's runtime, which cannot be blocked on.
         let admin = postgres_admin_url();
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
-                if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(&admin)
-                    .await
+                if let Ok(pool) =
+                    sqlx::postgres::PgPoolOptions::new().acquire_timeout(Duration::from_secs(10)).connect(&admin).await
                 {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                     let _ = sqlx::query(&sql).execute(&pool).await;

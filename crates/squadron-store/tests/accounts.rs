@@ -130,8 +130,7 @@ both_engines! {
 async fn drop_after_polls<F: std::future::Future>(future: F, polls: usize) {
     let mut future = std::pin::pin!(future);
     for _ in 0..polls {
-        let poll =
-            std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
+        let poll = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
         if poll.is_ready() {
             return;
         }

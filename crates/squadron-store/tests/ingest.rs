@@ -11,25 +11,13 @@ use squadron_store::testing::TestDb;
 async fn project(db: &TestDb) -> i64 {
     let group = db.store.create_group("g", None).await.unwrap();
     db.store
-        .create_project(NewProject {
-            group_id: group.id,
-            slug: "p",
-            is_public: true,
-            ..Default::default()
-        })
+        .create_project(NewProject { group_id: group.id, slug: "p", is_public: true, ..Default::default() })
         .await
         .unwrap()
         .id
 }
 
-async fn submission(
-    db: &TestDb,
-    project: i64,
-    build: &str,
-    tests: &str,
-    metrics: &str,
-    metadata: &str,
-) -> Submission {
+async fn submission(db: &TestDb, project: i64, build: &str, tests: &str, metrics: &str, metadata: &str) -> Submission {
     let blob = |text: String| async move {
         if text.is_empty() {
             None
@@ -56,9 +44,7 @@ fn small_batches() -> IngestOptions {
 
 /// `{"t0": "pass", …}` with `n` tests spread over `suites` suites.
 fn many_tests(n: usize, suites: usize) -> String {
-    let body: Vec<String> = (0..n)
-        .map(|i| format!("\"suite{}/test{i}\": \"pass\"", i % suites))
-        .collect();
+    let body: Vec<String> = (0..n).map(|i| format!("\"suite{}/test{i}\": \"pass\"", i % suites)).collect();
     format!("{{{}}}", body.join(","))
 }
 

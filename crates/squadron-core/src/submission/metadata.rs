@@ -11,14 +11,8 @@ use super::InputError;
 
 /// Metadata keys that fill test run columns. When no `metadata` field is
 /// submitted, these are read from plain form fields of the same names.
-pub const SPECIAL_METADATA_FIELDS: [&str; 6] = [
-    "build_url",
-    "datetime",
-    "job_id",
-    "job_status",
-    "job_url",
-    "resubmit_url",
-];
+pub const SPECIAL_METADATA_FIELDS: [&str; 6] =
+    ["build_url", "datetime", "job_id", "job_status", "job_url", "resubmit_url"];
 
 /// The longest `job_id` accepted (SQUAD's column size).
 const MAX_JOB_ID_LEN: usize = 128;
@@ -70,20 +64,12 @@ pub fn parse_metadata(text: &str) -> Result<RunMetadata, InputError> {
     if text.is_empty() {
         return Ok(RunMetadata::default());
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| InputError::Json {
-        field: "metadata",
-        message: e.to_string(),
-    })?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| InputError::Json { field: "metadata", message: e.to_string() })?;
     let Value::Object(map) = value else {
-        return Err(InputError::NotAnObject {
-            field: "metadata",
-            found: describe(&value),
-        });
+        return Err(InputError::NotAnObject { field: "metadata", found: describe(&value) });
     };
-    let mut meta = RunMetadata {
-        text: Some(text.to_string()),
-        ..RunMetadata::default()
-    };
+    let mut meta = RunMetadata { text: Some(text.to_string()), ..RunMetadata::default() };
     if let Some(job_id) = map.get("job_id") {
         meta.job_id = validate_job_id(job_id)?;
     }
@@ -110,9 +96,7 @@ fn describe(v: &Value) -> String {
 fn validate_job_id(v: &Value) -> Result<Option<String>, InputError> {
     let id = match v {
         Value::String(s) if s.contains('/') => {
-            return Err(InputError::Metadata(format!(
-                "job_id {s:?} cannot contain the \"/\" character"
-            )))
+            return Err(InputError::Metadata(format!("job_id {s:?} cannot contain the \"/\" character")))
         }
         Value::String(s) => s.clone(),
         Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -124,20 +108,16 @@ fn validate_job_id(v: &Value) -> Result<Option<String>, InputError> {
         }
     };
     if id.chars().count() > MAX_JOB_ID_LEN {
-        return Err(InputError::Metadata(format!(
-            "job_id is longer than {MAX_JOB_ID_LEN} characters"
-        )));
+        return Err(InputError::Metadata(format!("job_id is longer than {MAX_JOB_ID_LEN} characters")));
     }
     Ok(truthy(v).then_some(id))
 }
 
 fn suite_versions(map: &Map<String, Value>) -> Vec<(String, String)> {
     match map.get("suite_versions") {
-        Some(Value::Object(versions)) => versions
-            .iter()
-            .filter(|(_, v)| truthy(v))
-            .map(|(suite, v)| (suite.clone(), as_text(v)))
-            .collect(),
+        Some(Value::Object(versions)) => {
+            versions.iter().filter(|(_, v)| truthy(v)).map(|(suite, v)| (suite.clone(), as_text(v))).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -179,21 +159,12 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
             let sign = if tz.starts_with('-') { -1 } else { 1 };
             let digits: String = tz[1..].chars().filter(char::is_ascii_digit).collect();
             let hours: i32 = digits[..2].parse().ok()?;
-            let minutes: i32 = if digits.len() > 2 {
-                digits[2..].parse().ok()?
-            } else {
-                0
-            };
+            let minutes: i32 = if digits.len() > 2 { digits[2..].parse().ok()? } else { 0 };
             sign * (hours * 3600 + minutes * 60)
         }
     };
     let offset = FixedOffset::east_opt(offset_seconds)?;
-    Some(
-        offset
-            .from_local_datetime(&naive)
-            .single()?
-            .with_timezone(&Utc),
-    )
+    Some(offset.from_local_datetime(&naive).single()?.with_timezone(&Utc))
 }
 
 /// Builds the metadata document from plain form fields when no `metadata`
@@ -222,14 +193,8 @@ mod tests {
         assert_eq!(m.job_id.as_deref(), Some("999"));
         assert_eq!(m.job_status.as_deref(), Some("Complete"));
         assert_eq!(m.job_url.as_deref(), Some("http://x/1"));
-        assert_eq!(
-            m.datetime.unwrap().to_rfc3339(),
-            "2016-09-01T00:00:00+00:00"
-        );
-        assert_eq!(
-            m.suite_versions,
-            vec![("ltp".to_string(), "2024".to_string())]
-        );
+        assert_eq!(m.datetime.unwrap().to_rfc3339(), "2016-09-01T00:00:00+00:00");
+        assert_eq!(m.suite_versions, vec![("ltp".to_string(), "2024".to_string())]);
         assert!(m.text.unwrap().contains("\"other\""));
     }
 
@@ -258,23 +223,11 @@ mod tests {
     #[test]
     fn datetimes_as_django_reads_them() {
         let p = |s: &str| parse_datetime(s).map(|d| d.to_rfc3339());
-        assert_eq!(
-            p("2016-09-01T00:00:00+00:00").unwrap(),
-            "2016-09-01T00:00:00+00:00"
-        );
+        assert_eq!(p("2016-09-01T00:00:00+00:00").unwrap(), "2016-09-01T00:00:00+00:00");
         assert_eq!(p("2016-09-01 10:30").unwrap(), "2016-09-01T10:30:00+00:00");
-        assert_eq!(
-            p("2016-09-01T10:30:05Z").unwrap(),
-            "2016-09-01T10:30:05+00:00"
-        );
-        assert_eq!(
-            p("2016-09-01T10:30:05.5+02:00").unwrap(),
-            "2016-09-01T08:30:05.500+00:00"
-        );
-        assert_eq!(
-            p("2016-09-01T10:30:05-0130").unwrap(),
-            "2016-09-01T12:00:05+00:00"
-        );
+        assert_eq!(p("2016-09-01T10:30:05Z").unwrap(), "2016-09-01T10:30:05+00:00");
+        assert_eq!(p("2016-09-01T10:30:05.5+02:00").unwrap(), "2016-09-01T08:30:05.500+00:00");
+        assert_eq!(p("2016-09-01T10:30:05-0130").unwrap(), "2016-09-01T12:00:05+00:00");
         assert_eq!(p("2016-09-01").unwrap(), "2016-09-01T00:00:00+00:00");
         assert_eq!(p("2016-13-01"), None);
         assert_eq!(p("01/09/2016"), None);
@@ -284,10 +237,7 @@ mod tests {
     fn form_fields_become_metadata() {
         let fields = [("job_id", "12"), ("unrelated", "x")];
         let lookup = |k: &str| fields.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-        assert_eq!(
-            metadata_from_form_fields(lookup).unwrap(),
-            r#"{"job_id":"12"}"#
-        );
+        assert_eq!(metadata_from_form_fields(lookup).unwrap(), r#"{"job_id":"12"}"#);
         assert_eq!(metadata_from_form_fields(|_| None), None);
     }
 }

@@ -40,23 +40,13 @@ pub fn parse_metrics<R: Read>(
     sink: impl FnMut(SubmittedMetric) -> ControlFlow<()>,
 ) -> Result<usize, InputError> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    if reader
-        .fill_buf()
-        .map_err(|e| io_error("metrics", e))?
-        .is_empty()
-    {
+    if reader.fill_buf().map_err(|e| io_error("metrics", e))?.is_empty() {
         return Ok(0);
     }
     let recorded = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_reader(NonFiniteReader::new(reader));
-    let visitor = MetricsVisitor {
-        sink,
-        recorded: &recorded,
-        count: 0,
-    };
-    let outcome = de
-        .deserialize_any(visitor)
-        .and_then(|n| de.end().map(|_| n));
+    let visitor = MetricsVisitor { sink, recorded: &recorded, count: 0 };
+    let outcome = de.deserialize_any(visitor).and_then(|n| de.end().map(|_| n));
     finish_parse("metrics", outcome, recorded.into_inner())
 }
 
@@ -73,10 +63,7 @@ impl<F> MetricsVisitor<'_, F> {
     }
 
     fn not_an_object<E: de::Error>(self, found: String) -> Result<usize, E> {
-        self.fail(InputError::NotAnObject {
-            field: "metrics",
-            found,
-        })
+        self.fail(InputError::NotAnObject { field: "metrics", found })
     }
 }
 
@@ -91,25 +78,14 @@ impl<'de, F: FnMut(SubmittedMetric) -> ControlFlow<()>> Visitor<'de> for Metrics
         while let Some(full_name) = map.next_key::<String>()? {
             let (measurements, unit) = match map.next_value_seed(EntrySeed)? {
                 Ok(parsed) => parsed,
-                Err(found) => {
-                    return self.fail(InputError::InvalidMetricValue {
-                        name: full_name,
-                        found,
-                    })
-                }
+                Err(found) => return self.fail(InputError::InvalidMetricValue { name: full_name, found }),
             };
             let result = measurements.iter().sum::<f64>() / measurements.len() as f64;
             if !result.is_finite() {
                 continue;
             }
             let (suite, name) = parse_name(&full_name);
-            let metric = SubmittedMetric {
-                suite: suite.into(),
-                name: name.into(),
-                result,
-                measurements,
-                unit,
-            };
+            let metric = SubmittedMetric { suite: suite.into(), name: name.into(), result, measurements, unit };
             self.count += 1;
             if (self.sink)(metric).is_break() {
                 return self.fail(InputError::Aborted);
@@ -184,9 +160,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Ok(vec![v]))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(python_float(v)
-            .map(|x| vec![x])
-            .ok_or_else(|| format!("{v:?}")))
+        Ok(python_float(v).map(|x| vec![x]).ok_or_else(|| format!("{v:?}")))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
         Ok(Err(Unexpected(de::Unexpected::Bool(v)).to_string()))
@@ -195,10 +169,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Err("null".into()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        while map
-            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-            .is_some()
-        {}
+        while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
         Ok(Err("an object".into()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
@@ -304,28 +275,17 @@ mod unit_tests {
     fn every_value_form() {
         let m = parse(r#"{"a": 10, "s/b": "2.5", "c": [10, 11, 10, 11], "d": {"value": [1, 2], "unit": "s"}, "e": {"value": " 7 "}}"#).unwrap();
         assert_eq!(m.len(), 5);
-        assert_eq!(
-            (m[0].suite.as_str(), m[0].name.as_str(), m[0].result),
-            ("/", "a", 10.0)
-        );
+        assert_eq!((m[0].suite.as_str(), m[0].name.as_str(), m[0].result), ("/", "a", 10.0));
         assert_eq!((m[1].suite.as_str(), m[1].result), ("s", 2.5));
-        assert_eq!(
-            (m[2].result, m[2].measurements.clone()),
-            (10.5, vec![10.0, 11.0, 10.0, 11.0])
-        );
+        assert_eq!((m[2].result, m[2].measurements.clone()), (10.5, vec![10.0, 11.0, 10.0, 11.0]));
         assert_eq!((m[3].result, m[3].unit.as_deref()), (1.5, Some("s")));
         assert_eq!((m[4].result, m[4].unit.as_deref()), (7.0, None));
     }
 
     #[test]
     fn non_finite_values_are_dropped() {
-        let m =
-            parse(r#"{"a": NaN, "b": {"value": [Infinity]}, "c": -Infinity, "d": "nan", "e": 1}"#)
-                .unwrap();
-        assert_eq!(
-            m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
-            vec!["e"]
-        );
+        let m = parse(r#"{"a": NaN, "b": {"value": [Infinity]}, "c": -Infinity, "d": "nan", "e": 1}"#).unwrap();
+        assert_eq!(m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["e"]);
     }
 
     #[test]
@@ -335,40 +295,15 @@ mod unit_tests {
             (r#"{"m": true}"#, "true"),
             (r#"{"m": null}"#, "null"),
             (r#"{"m": []}"#, "an empty list"),
-            (
-                r#"{"m": [1, "2"]}"#,
-                "a list holding something other than numbers",
-            ),
+            (r#"{"m": [1, "2"]}"#, "a list holding something other than numbers"),
             (r#"{"m": {"unit": "s"}}"#, "an object without \"value\""),
-            (
-                r#"{"m": {"value": 1, "unit": 5}}"#,
-                "an object with \"unit\": 5",
-            ),
+            (r#"{"m": {"value": 1, "unit": 5}}"#, "an object with \"unit\": 5"),
         ] {
             let e = parse(input).unwrap_err();
-            assert_eq!(
-                e,
-                InputError::InvalidMetricValue {
-                    name: "m".into(),
-                    found: found.into()
-                },
-                "{input}"
-            );
+            assert_eq!(e, InputError::InvalidMetricValue { name: "m".into(), found: found.into() }, "{input}");
             assert!(e.to_string().contains("\"m\""));
         }
-        assert!(matches!(
-            parse("[]").unwrap_err(),
-            InputError::NotAnObject {
-                field: "metrics",
-                ..
-            }
-        ));
-        assert!(matches!(
-            parse("{").unwrap_err(),
-            InputError::Json {
-                field: "metrics",
-                ..
-            }
-        ));
+        assert!(matches!(parse("[]").unwrap_err(), InputError::NotAnObject { field: "metrics", .. }));
+        assert!(matches!(parse("{").unwrap_err(), InputError::Json { field: "metrics", .. }));
     }
 }

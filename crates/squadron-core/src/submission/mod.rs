@@ -11,9 +11,7 @@ mod tests;
 
 use std::fmt;
 
-pub use metadata::{
-    metadata_from_form_fields, parse_metadata, RunMetadata, SPECIAL_METADATA_FIELDS,
-};
+pub use metadata::{metadata_from_form_fields, parse_metadata, RunMetadata, SPECIAL_METADATA_FIELDS};
 pub use metrics::{parse_metrics, SubmittedMetric};
 pub use tests::{parse_tests, SubmittedTest};
 
@@ -38,7 +36,9 @@ pub enum InputError {
         found: String,
     },
     /// A test's value is neither a result string nor an object.
-    #[error("tests: the result of test {name:?} must be a string or an object with \"result\" and \"log\", not {found}")]
+    #[error(
+        "tests: the result of test {name:?} must be a string or an object with \"result\" and \"log\", not {found}"
+    )]
     InvalidTestValue {
         /// The full test name.
         name: String,
@@ -91,8 +91,5 @@ pub(crate) fn finish_parse<T>(
     if let Some(err) = recorded {
         return Err(err);
     }
-    outcome.map_err(|e| InputError::Json {
-        field,
-        message: e.to_string(),
-    })
+    outcome.map_err(|e| InputError::Json { field, message: e.to_string() })
 }

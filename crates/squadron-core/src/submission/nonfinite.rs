@@ -51,14 +51,7 @@ struct Rewriter {
 
 impl<R: BufRead> NonFiniteReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        NonFiniteReader {
-            inner,
-            rewriter: Rewriter {
-                state: State::Outside,
-                out: Vec::new(),
-            },
-            pos: 0,
-        }
+        NonFiniteReader { inner, rewriter: Rewriter { state: State::Outside, out: Vec::new() }, pos: 0 }
     }
 }
 
@@ -78,8 +71,7 @@ impl Rewriter {
                 self.out.extend_from_slice(b"\\u0000");
             } else {
                 let mut buf = [0; 4];
-                self.out
-                    .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                self.out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             }
         }
         self.out.push(b'"');
@@ -91,20 +83,8 @@ impl Rewriter {
                 self.state = State::InString;
                 self.out.push(b);
             }
-            b'N' => {
-                self.state = State::Token {
-                    token: b"NaN",
-                    matched: 1,
-                    negative: false,
-                }
-            }
-            b'I' => {
-                self.state = State::Token {
-                    token: b"Infinity",
-                    matched: 1,
-                    negative: false,
-                }
-            }
+            b'N' => self.state = State::Token { token: b"NaN", matched: 1, negative: false },
+            b'I' => self.state = State::Token { token: b"Infinity", matched: 1, negative: false },
             b'-' => self.state = State::Minus,
             _ => self.out.push(b),
         }
@@ -127,32 +107,20 @@ impl Rewriter {
             }
             State::Minus => {
                 if b == b'I' {
-                    self.state = State::Token {
-                        token: b"Infinity",
-                        matched: 1,
-                        negative: true,
-                    };
+                    self.state = State::Token { token: b"Infinity", matched: 1, negative: true };
                 } else {
                     self.out.push(b'-');
                     self.state = State::Outside;
                     self.outside(b);
                 }
             }
-            State::Token {
-                token,
-                matched,
-                negative,
-            } => {
+            State::Token { token, matched, negative } => {
                 if token[matched] == b {
                     if matched + 1 == token.len() {
                         self.push_quoted(Self::marker(negative, token));
                         self.state = State::Outside;
                     } else {
-                        self.state = State::Token {
-                            token,
-                            matched: matched + 1,
-                            negative,
-                        };
+                        self.state = State::Token { token, matched: matched + 1, negative };
                     }
                 } else {
                     // Not a token after all: pass the bytes on unchanged and
@@ -171,11 +139,7 @@ impl Rewriter {
     fn flush_pending(&mut self) {
         match self.state {
             State::Minus => self.out.push(b'-'),
-            State::Token {
-                token,
-                matched,
-                negative,
-            } => {
+            State::Token { token, matched, negative } => {
                 if negative {
                     self.out.push(b'-');
                 }
@@ -221,16 +185,15 @@ mod tests {
 
     fn rewrite(input: &str, capacity: usize) -> String {
         let mut out = String::new();
-        NonFiniteReader::new(BufReader::with_capacity(capacity, input.as_bytes()))
-            .read_to_string(&mut out)
-            .unwrap();
+        NonFiniteReader::new(BufReader::with_capacity(capacity, input.as_bytes())).read_to_string(&mut out).unwrap();
         out
     }
 
     #[test]
     fn rewrites_tokens_outside_strings_only() {
         let input = r#"{"NaN": NaN, "a": [Infinity, -Infinity, -1.5], "s": "x\"NaN", "n": null}"#;
-        let expected = r#"{"NaN": "\u0000NaN", "a": ["\u0000Infinity", "\u0000-Infinity", -1.5], "s": "x\"NaN", "n": null}"#;
+        let expected =
+            r#"{"NaN": "\u0000NaN", "a": ["\u0000Infinity", "\u0000-Infinity", -1.5], "s": "x\"NaN", "n": null}"#;
         for capacity in [1, 2, 3, 7, 64] {
             assert_eq!(rewrite(input, capacity), expected, "capacity {capacity}");
         }

@@ -36,31 +36,18 @@ pub fn parse_tests<R: Read>(
     sink: impl FnMut(SubmittedTest) -> ControlFlow<()>,
 ) -> Result<usize, InputError> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    if reader
-        .fill_buf()
-        .map_err(|e| io_error("tests", e))?
-        .is_empty()
-    {
+    if reader.fill_buf().map_err(|e| io_error("tests", e))?.is_empty() {
         return Ok(0);
     }
     let recorded = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let visitor = TestsVisitor {
-        sink,
-        recorded: &recorded,
-        count: 0,
-    };
-    let outcome = de
-        .deserialize_any(visitor)
-        .and_then(|n| de.end().map(|_| n));
+    let visitor = TestsVisitor { sink, recorded: &recorded, count: 0 };
+    let outcome = de.deserialize_any(visitor).and_then(|n| de.end().map(|_| n));
     finish_parse("tests", outcome, recorded.into_inner())
 }
 
 pub(crate) fn io_error(field: &'static str, e: std::io::Error) -> InputError {
-    InputError::Json {
-        field,
-        message: e.to_string(),
-    }
+    InputError::Json { field, message: e.to_string() }
 }
 
 struct TestsVisitor<'a, F> {
@@ -83,20 +70,12 @@ impl<'de, F: FnMut(SubmittedTest) -> ControlFlow<()>> Visitor<'de> for TestsVisi
                 TestValue::Result(r) => (r, None),
                 TestValue::Object { result, log } => (result, log),
                 TestValue::Invalid(found) => {
-                    *self.recorded.borrow_mut() = Some(InputError::InvalidTestValue {
-                        name: full_name,
-                        found,
-                    });
+                    *self.recorded.borrow_mut() = Some(InputError::InvalidTestValue { name: full_name, found });
                     return Err(de::Error::custom("invalid test"));
                 }
             };
             let (suite, name) = parse_name(&full_name);
-            let test = SubmittedTest {
-                suite: suite.to_string(),
-                name: name.to_string(),
-                result,
-                log,
-            };
+            let test = SubmittedTest { suite: suite.to_string(), name: name.to_string(), result, log };
             self.count += 1;
             if (self.sink)(test).is_break() {
                 *self.recorded.borrow_mut() = Some(InputError::Aborted);
@@ -131,10 +110,7 @@ impl<'de, F: FnMut(SubmittedTest) -> ControlFlow<()>> Visitor<'de> for TestsVisi
 
 impl<F> TestsVisitor<'_, F> {
     fn not_an_object<E: de::Error>(self, found: String) -> Result<usize, E> {
-        *self.recorded.borrow_mut() = Some(InputError::NotAnObject {
-            field: "tests",
-            found,
-        });
+        *self.recorded.borrow_mut() = Some(InputError::NotAnObject { field: "tests", found });
         Err(E::custom("not an object"))
     }
 }
@@ -142,10 +118,7 @@ impl<F> TestsVisitor<'_, F> {
 /// A test's value: a result string, an object, or something invalid.
 enum TestValue {
     Result(Option<bool>),
-    Object {
-        result: Option<bool>,
-        log: Option<String>,
-    },
+    Object { result: Option<bool>, log: Option<String> },
     Invalid(String),
 }
 
@@ -238,12 +211,7 @@ mod unit_tests {
     }
 
     fn t(suite: &str, name: &str, result: Option<bool>, log: Option<&str>) -> SubmittedTest {
-        SubmittedTest {
-            suite: suite.into(),
-            name: name.into(),
-            result,
-            log: log.map(Into::into),
-        }
+        SubmittedTest { suite: suite.into(), name: name.into(), result, log: log.map(Into::into) }
     }
 
     #[test]
@@ -271,38 +239,20 @@ mod unit_tests {
     #[test]
     fn errors_name_what_is_wrong() {
         let e = parse(r#"{"a": "pass", "bad": true}"#).unwrap_err();
-        assert_eq!(
-            e,
-            InputError::InvalidTestValue {
-                name: "bad".into(),
-                found: "true".into()
-            }
-        );
+        assert_eq!(e, InputError::InvalidTestValue { name: "bad".into(), found: "true".into() });
         assert!(e.to_string().contains("\"bad\""), "{e}");
 
         let e = parse(r#"{"x": {"result": 1}}"#).unwrap_err();
-        assert!(
-            e.to_string().contains("\"x\"") && e.to_string().contains("\"result\": 1"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("\"x\"") && e.to_string().contains("\"result\": 1"), "{e}");
 
         let e = parse("[1, 2]").unwrap_err();
-        assert_eq!(
-            e,
-            InputError::NotAnObject {
-                field: "tests",
-                found: "a list".into()
-            }
-        );
+        assert_eq!(e, InputError::NotAnObject { field: "tests", found: "a list".into() });
 
         let e = parse("null").unwrap_err();
         assert!(matches!(e, InputError::NotAnObject { .. }), "{e}");
 
         let e = parse(r#"{"a": "pass",}"#).unwrap_err();
-        assert!(
-            matches!(&e, InputError::Json { field: "tests", message } if message.contains("line 1")),
-            "{e}"
-        );
+        assert!(matches!(&e, InputError::Json { field: "tests", message } if message.contains("line 1")), "{e}");
 
         let e = parse(r#"{"a": "pass"} trailing"#).unwrap_err();
         assert!(matches!(e, InputError::Json { .. }), "{e}");
@@ -311,17 +261,14 @@ mod unit_tests {
     #[test]
     fn sink_can_stop_the_parse() {
         let mut seen = 0;
-        let e = parse_tests(
-            r#"{"a": "pass", "b": "pass", "c": "pass"}"#.as_bytes(),
-            |_| {
-                seen += 1;
-                if seen == 2 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        )
+        let e = parse_tests(r#"{"a": "pass", "b": "pass", "c": "pass"}"#.as_bytes(), |_| {
+            seen += 1;
+            if seen == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
         .unwrap_err();
         assert_eq!(e, InputError::Aborted);
         assert_eq!(seen, 2);

@@ -19,10 +19,7 @@ async fn delete_unused_names(tx: &mut WriteTx, ids: &[i64]) -> Result<(), StoreE
                   AND NOT EXISTS (SELECT 1 FROM suites s WHERE s.metadata_id = suite_metadata.id)";
     match &mut tx.tx {
         EngineTx::Sqlite(c) => {
-            let sql = format!(
-                "DELETE FROM suite_metadata WHERE id IN ({}) {unused}",
-                list_placeholders(1, ids.len())
-            );
+            let sql = format!("DELETE FROM suite_metadata WHERE id IN ({}) {unused}", list_placeholders(1, ids.len()));
             let mut q = sqlx::query(&sql);
             for id in ids {
                 q = q.bind(id);
@@ -46,19 +43,12 @@ async fn delete_unused_suites(tx: &mut WriteTx, ids: &[i64]) -> Result<Vec<i64>,
     let unused = "AND NOT EXISTS (SELECT 1 FROM statuses s WHERE s.suite_id = suites.id) RETURNING metadata_id";
     let rows = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
-            let sql = format!(
-                "DELETE FROM suites WHERE id IN ({}) {unused}",
-                list_placeholders(1, ids.len())
-            );
+            let sql = format!("DELETE FROM suites WHERE id IN ({}) {unused}", list_placeholders(1, ids.len()));
             let mut q = sqlx::query(&sql);
             for id in ids {
                 q = q.bind(id);
             }
-            q.fetch_all(&mut **c)
-                .await?
-                .iter()
-                .filter_map(|r| r.get::<Option<i64>, _>(0))
-                .collect()
+            q.fetch_all(&mut **c).await?.iter().filter_map(|r| r.get::<Option<i64>, _>(0)).collect()
         }
         EngineTx::Postgres(c) => {
             let sql = format!("DELETE FROM suites WHERE id = ANY($1) {unused}");
@@ -120,11 +110,7 @@ pub(crate) async fn discard_run(store: &Store, run: i64) -> Result<(), StoreErro
         sqlx::query("DELETE FROM testruns WHERE id = $1").bind(run).execute(&mut *c).await?;
         suites
     });
-    let suite_names = delete_unused_suites(
-        &mut tx,
-        &sorted_unique(suites.into_iter().flatten().collect()),
-    )
-    .await?;
+    let suite_names = delete_unused_suites(&mut tx, &sorted_unique(suites.into_iter().flatten().collect())).await?;
     delete_unused_names(&mut tx, &sorted_unique(suite_names)).await?;
     if created_build {
         with_tx!(tx, c => sqlx::query(

@@ -65,9 +65,7 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions {
-            batch_rows: MAX_BATCH_ROWS,
-        }
+        IngestOptions { batch_rows: MAX_BATCH_ROWS }
     }
 }
 
@@ -81,9 +79,7 @@ pub enum IngestError {
     #[error("There is already a test run with job_id {0}")]
     DuplicateJobId(String),
     /// The hidden run was removed by the sweep before it was published.
-    #[error(
-        "the test run was removed while it was being stored (its writer stalled for too long)"
-    )]
+    #[error("the test run was removed while it was being stored (its writer stalled for too long)")]
     Swept,
     /// The store failed.
     #[error(transparent)]
@@ -186,9 +182,7 @@ impl<T: Send + 'static> Batches<T> {
     /// Starts `parse` on a blocking thread, batching its items by `batch_rows`.
     fn spawn(
         batch_rows: usize,
-        parse: impl FnOnce(&mut dyn FnMut(T) -> ControlFlow<()>) -> Result<usize, InputError>
-            + Send
-            + 'static,
+        parse: impl FnOnce(&mut dyn FnMut(T) -> ControlFlow<()>) -> Result<usize, InputError> + Send + 'static,
     ) -> Batches<T> {
         let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<T>>(2);
         let parser = tokio::task::spawn_blocking(move || {

@@ -51,10 +51,7 @@ pub(crate) fn values_placeholders(start: usize, per_row: usize, rows: usize) -> 
 
 /// `$start,…` for a list of `count` values.
 pub(crate) fn list_placeholders(start: usize, count: usize) -> String {
-    (start..start + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
 }
 
 async fn select_sqlite<'c>(
@@ -86,11 +83,7 @@ async fn select_postgres<'c>(
         kind.sql()
     );
     let (suites, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    sqlx::query_as(&sql)
-        .bind(suites)
-        .bind(names)
-        .fetch_all(e)
-        .await
+    sqlx::query_as(&sql).bind(suites).bind(names).fetch_all(e).await
 }
 
 async fn insert_sqlite<'c>(
@@ -122,17 +115,12 @@ async fn insert_postgres<'c>(
         kind.sql()
     );
     let (suites, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    sqlx::query_as(&sql)
-        .bind(suites)
-        .bind(names)
-        .fetch_all(e)
-        .await
+    sqlx::query_as(&sql).bind(suites).bind(names).fetch_all(e).await
 }
 
 /// Puts the ids of `rows` into `ids`, aligned with `keys`.
 fn fill(keys: &Keys<'_>, rows: Vec<NameRow>, ids: &mut [Option<i64>]) {
-    let index: HashMap<(&str, &str), usize> =
-        keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let index: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
     for (id, suite, name) in rows {
         if let Some(&i) = index.get(&(suite.as_str(), name.as_str())) {
             ids[i] = Some(id);
@@ -141,21 +129,13 @@ fn fill(keys: &Keys<'_>, rows: Vec<NameRow>, ids: &mut [Option<i64>]) {
 }
 
 fn missing<'k>(keys: &Keys<'k>, ids: &[Option<i64>]) -> Vec<(&'k str, &'k str)> {
-    keys.iter()
-        .zip(ids)
-        .filter(|(_, id)| id.is_none())
-        .map(|(k, _)| *k)
-        .collect()
+    keys.iter().zip(ids).filter(|(_, id)| id.is_none()).map(|(k, _)| *k).collect()
 }
 
 impl Store {
     /// Looks up the ids of interned names, outside any write transaction.
     /// `None` where a name is not interned yet.
-    pub(crate) async fn lookup_names(
-        &self,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    pub(crate) async fn lookup_names(&self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Option<i64>>, StoreError> {
         let mut ids = vec![None; keys.len()];
         if keys.is_empty() {
             return Ok(ids);
@@ -189,57 +169,31 @@ pub(crate) async fn intern_missing(
         fill(keys, found, ids);
     }
     match missing(keys, ids).first() {
-        Some((suite, name)) => Err(StoreError::Invalid(format!(
-            "could not intern name {suite}/{name}"
-        ))),
+        Some((suite, name)) => Err(StoreError::Invalid(format!("could not intern name {suite}/{name}"))),
         None => Ok(()),
     }
 }
 
 /// Name interning on either engine's connection.
 trait EngineNames {
-    async fn insert_names(
-        &mut self,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<NameRow>, sqlx::Error>;
-    async fn select_names(
-        &mut self,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<NameRow>, sqlx::Error>;
+    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error>;
+    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error>;
 }
 
 impl EngineNames for sqlx::SqliteConnection {
-    async fn insert_names(
-        &mut self,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
         insert_sqlite(self, kind, keys).await
     }
-    async fn select_names(
-        &mut self,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
         select_sqlite(self, kind, keys).await
     }
 }
 
 impl EngineNames for sqlx::PgConnection {
-    async fn insert_names(
-        &mut self,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
         insert_postgres(self, kind, keys).await
     }
-    async fn select_names(
-        &mut self,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
         select_postgres(self, kind, keys).await
     }
 }

@@ -59,10 +59,7 @@ fn dedupe<T>(batch: Vec<T>, key: impl Fn(&T) -> (&str, &str)) -> Vec<T> {
         if last.len() == batch.len() {
             return batch;
         }
-        batch
-            .iter()
-            .filter_map(|item| last.remove(&key(item)))
-            .collect()
+        batch.iter().filter_map(|item| last.remove(&key(item))).collect()
     };
     let mut slots: Vec<Option<T>> = batch.into_iter().map(Some).collect();
     keep.into_iter().filter_map(|i| slots[i].take()).collect()
@@ -71,17 +68,12 @@ fn dedupe<T>(batch: Vec<T>, key: impl Fn(&T) -> (&str, &str)) -> Vec<T> {
 impl<'s> HiddenRun<'s> {
     /// Creates the hidden run (and its build and environment if needed) in
     /// one short transaction.
-    pub(crate) async fn begin(
-        store: &'s Store,
-        s: &Submission,
-    ) -> Result<HiddenRun<'s>, IngestError> {
+    pub(crate) async fn begin(store: &'s Store, s: &Submission) -> Result<HiddenRun<'s>, IngestError> {
         let mut attempt = 0;
         loop {
             match Self::try_begin(store, s).await {
                 // A concurrent discard removed the build or environment we found.
-                Err(IngestError::Store(e))
-                    if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES =>
-                {
+                Err(IngestError::Store(e)) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => {
                     attempt += 1
                 }
                 other => return other,
@@ -91,11 +83,7 @@ impl<'s> HiddenRun<'s> {
 
     async fn try_begin(store: &'s Store, s: &Submission) -> Result<HiddenRun<'s>, IngestError> {
         let owner = Uuid::new_v4().to_string();
-        let job_id = s
-            .metadata
-            .job_id
-            .clone()
-            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        let job_id = s.metadata.job_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
         let now = Utc::now();
         let m = &s.metadata;
         let mut tx = store.begin_write().await?;
@@ -172,11 +160,7 @@ impl<'s> HiddenRun<'s> {
 
     /// Makes sure each suite of `slugs` exists in the project and has this
     /// run's status row; returns their ids, aligned with `slugs`.
-    async fn ensure_suites(
-        &mut self,
-        tx: &mut WriteTx,
-        slugs: &[&str],
-    ) -> Result<Vec<i64>, StoreError> {
+    async fn ensure_suites(&mut self, tx: &mut WriteTx, slugs: &[&str]) -> Result<Vec<i64>, StoreError> {
         let mut ids = Vec::with_capacity(slugs.len());
         for &slug in slugs {
             if let Some(&id) = self.suites.get(slug) {
@@ -219,35 +203,24 @@ impl<'s> HiddenRun<'s> {
     }
 
     /// Writes one batch of tests in one transaction.
-    pub(crate) async fn write_tests(
-        &mut self,
-        batch: Vec<SubmittedTest>,
-    ) -> Result<(), IngestError> {
+    pub(crate) async fn write_tests(&mut self, batch: Vec<SubmittedTest>) -> Result<(), IngestError> {
         let batch = dedupe(batch, |t| (&t.suite, &t.name));
         let mut attempt = 0;
         loop {
             match self.try_write_tests(&batch).await {
-                Err(e) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => {
-                    attempt += 1
-                }
+                Err(e) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => attempt += 1,
                 other => return Ok(other?),
             }
         }
     }
 
     async fn try_write_tests(&mut self, batch: &[SubmittedTest]) -> Result<(), StoreError> {
-        let keys: Vec<(&str, &str)> = batch
-            .iter()
-            .map(|t| (t.suite.as_str(), t.name.as_str()))
-            .collect();
+        let keys: Vec<(&str, &str)> = batch.iter().map(|t| (t.suite.as_str(), t.name.as_str())).collect();
         let mut metadata = self.store.lookup_names(NameKind::Test, &keys).await?;
         let issues: Vec<Vec<i64>> = if self.known_issues.is_empty() {
             Vec::new()
         } else {
-            batch
-                .iter()
-                .map(|t| self.known_issues.matches(&join_name(&t.suite, &t.name)))
-                .collect()
+            batch.iter().map(|t| self.known_issues.matches(&join_name(&t.suite, &t.name))).collect()
         };
         let has_issue = |i: usize| issues.get(i).is_some_and(|v| !v.is_empty());
 
@@ -279,36 +252,25 @@ impl<'s> HiddenRun<'s> {
         self.heartbeat_if_due(&mut tx).await?;
         tx.commit().await?;
         for row in &rows {
-            self.status.add_test(
-                row.suite_id,
-                TestStatus::of(row.result, row.has_known_issues),
-            );
+            self.status.add_test(row.suite_id, TestStatus::of(row.result, row.has_known_issues));
         }
         Ok(())
     }
 
     /// Writes one batch of metrics in one transaction.
-    pub(crate) async fn write_metrics(
-        &mut self,
-        batch: Vec<SubmittedMetric>,
-    ) -> Result<(), IngestError> {
+    pub(crate) async fn write_metrics(&mut self, batch: Vec<SubmittedMetric>) -> Result<(), IngestError> {
         let batch = dedupe(batch, |m| (&m.suite, &m.name));
         let mut attempt = 0;
         loop {
             match self.try_write_metrics(&batch).await {
-                Err(e) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => {
-                    attempt += 1
-                }
+                Err(e) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => attempt += 1,
                 other => return Ok(other?),
             }
         }
     }
 
     async fn try_write_metrics(&mut self, batch: &[SubmittedMetric]) -> Result<(), StoreError> {
-        let keys: Vec<(&str, &str)> = batch
-            .iter()
-            .map(|m| (m.suite.as_str(), m.name.as_str()))
-            .collect();
+        let keys: Vec<(&str, &str)> = batch.iter().map(|m| (m.suite.as_str(), m.name.as_str())).collect();
         let mut metadata = self.store.lookup_names(NameKind::Metric, &keys).await?;
         let mut tx = self.store.begin_write().await?;
         let slugs: Vec<&str> = batch.iter().map(|m| m.suite.as_str()).collect();
@@ -338,11 +300,7 @@ impl<'s> HiddenRun<'s> {
     }
 
     fn ids(&self) -> RunIds {
-        RunIds {
-            test_run: self.id,
-            build: self.build_id,
-            environment: self.environment_id,
-        }
+        RunIds { test_run: self.id, build: self.build_id, environment: self.environment_id }
     }
 
     /// Recomputes the status rows from the stored tests and metrics.
@@ -368,11 +326,7 @@ impl<'s> HiddenRun<'s> {
     /// Writes the status rows and makes the run visible, in one short
     /// transaction; returns the run's id.
     pub(crate) async fn publish(&mut self, metadata: &RunMetadata) -> Result<i64, IngestError> {
-        let status = if self.recount {
-            self.recount_status().await?
-        } else {
-            std::mem::take(&mut self.status)
-        };
+        let status = if self.recount { self.recount_status().await? } else { std::mem::take(&mut self.status) };
         let mut tx = self.store.begin_write().await?;
         let mut versions: HashMap<i64, i64> = HashMap::new();
         for (slug, version) in &metadata.suite_versions {
@@ -387,11 +341,7 @@ impl<'s> HiddenRun<'s> {
             });
             versions.insert(suite_id, id);
         }
-        let mut rows: Vec<(Option<i64>, StatusRow)> = status
-            .suites
-            .into_iter()
-            .map(|(s, r)| (Some(s), r))
-            .collect();
+        let mut rows: Vec<(Option<i64>, StatusRow)> = status.suites.into_iter().map(|(s, r)| (Some(s), r)).collect();
         rows.sort_by_key(|(s, _)| *s);
         rows.push((None, status.total));
         let published = with_tx!(tx, c => {
@@ -446,18 +396,12 @@ impl<'s> HiddenRun<'s> {
 
 /// Formats measurements as SQUAD stores them: comma-separated.
 fn format_measurements(values: &[f64]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:?}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",")
 }
 
 /// Parses stored measurements back.
 pub fn parse_measurements(text: &str) -> Vec<f64> {
-    text.split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect()
+    text.split(',').filter_map(|v| v.trim().parse().ok()).collect()
 }
 
 #[derive(Clone, Copy)]
@@ -502,14 +446,8 @@ fn on_conflict(conflict: Conflict, columns: &str) -> String {
     match conflict {
         Conflict::Ignore => " ON CONFLICT DO NOTHING".to_string(),
         Conflict::Update => {
-            let sets: Vec<String> = columns
-                .split(", ")
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect();
-            format!(
-                " ON CONFLICT (test_run_id, metadata_id) DO UPDATE SET {}",
-                sets.join(", ")
-            )
+            let sets: Vec<String> = columns.split(", ").map(|c| format!("{c} = excluded.{c}")).collect();
+            format!(" ON CONFLICT (test_run_id, metadata_id) DO UPDATE SET {}", sets.join(", "))
         }
     }
 }
@@ -523,33 +461,20 @@ async fn insert_tests(
 ) -> Result<Inserted, StoreError> {
     let head = "INSERT INTO tests (test_run_id, build_id, environment_id, suite_id, metadata_id, result, has_known_issues, log) SELECT $1, $2, $3, ";
     let tail = on_conflict(conflict, "result, has_known_issues, log")
-        + if want_ids {
-            " RETURNING id, metadata_id"
-        } else {
-            ""
-        };
+        + if want_ids { " RETURNING id, metadata_id" } else { "" };
     let (returned, inserted): (Vec<(i64, i64)>, u64) = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
-            let sql = format!("{head}column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}", values_placeholders(4, 5, rows.len()));
-            let mut q = sqlx::query(&sql)
-                .bind(run.test_run)
-                .bind(run.build)
-                .bind(run.environment);
+            let sql = format!(
+                "{head}column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
+                values_placeholders(4, 5, rows.len())
+            );
+            let mut q = sqlx::query(&sql).bind(run.test_run).bind(run.build).bind(run.environment);
             for r in rows {
-                q = q
-                    .bind(r.suite_id)
-                    .bind(r.metadata_id)
-                    .bind(r.result)
-                    .bind(r.has_known_issues)
-                    .bind(r.log);
+                q = q.bind(r.suite_id).bind(r.metadata_id).bind(r.result).bind(r.has_known_issues).bind(r.log);
             }
             if want_ids {
-                let found: Vec<(i64, i64)> = q
-                    .fetch_all(&mut **c)
-                    .await?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
+                let found: Vec<(i64, i64)> =
+                    q.fetch_all(&mut **c).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
                 let n = found.len() as u64;
                 (found, n)
             } else {
@@ -568,12 +493,8 @@ async fn insert_tests(
                 .bind(rows.iter().map(|r| r.has_known_issues).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.log).collect::<Vec<_>>());
             if want_ids {
-                let found: Vec<(i64, i64)> = q
-                    .fetch_all(&mut **c)
-                    .await?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
+                let found: Vec<(i64, i64)> =
+                    q.fetch_all(&mut **c).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
                 let n = found.len() as u64;
                 (found, n)
             } else {
@@ -581,10 +502,7 @@ async fn insert_tests(
             }
         }
     };
-    Ok(Inserted {
-        inserted: inserted as usize,
-        by_metadata: returned.into_iter().map(|(id, m)| (m, id)).collect(),
-    })
+    Ok(Inserted { inserted: inserted as usize, by_metadata: returned.into_iter().map(|(id, m)| (m, id)).collect() })
 }
 
 async fn insert_metrics(
@@ -597,18 +515,13 @@ async fn insert_metrics(
     let tail = on_conflict(conflict, "result, measurements, unit");
     let done = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
-            let sql = format!("{head}column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}", values_placeholders(4, 5, rows.len()));
-            let mut q = sqlx::query(&sql)
-                .bind(run.test_run)
-                .bind(run.build)
-                .bind(run.environment);
+            let sql = format!(
+                "{head}column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
+                values_placeholders(4, 5, rows.len())
+            );
+            let mut q = sqlx::query(&sql).bind(run.test_run).bind(run.build).bind(run.environment);
             for r in rows {
-                q = q
-                    .bind(r.suite_id)
-                    .bind(r.metadata_id)
-                    .bind(r.result)
-                    .bind(&r.measurements)
-                    .bind(r.unit);
+                q = q.bind(r.suite_id).bind(r.metadata_id).bind(r.result).bind(&r.measurements).bind(r.unit);
             }
             q.execute(&mut **c).await?.rows_affected()
         }
@@ -621,11 +534,7 @@ async fn insert_metrics(
                 .bind(rows.iter().map(|r| r.suite_id).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.metadata_id).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.result).collect::<Vec<_>>())
-                .bind(
-                    rows.iter()
-                        .map(|r| r.measurements.as_str())
-                        .collect::<Vec<_>>(),
-                )
+                .bind(rows.iter().map(|r| r.measurements.as_str()).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.unit).collect::<Vec<_>>())
                 .execute(&mut **c)
                 .await?

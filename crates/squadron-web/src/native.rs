@@ -1,0 +1,133 @@
+//! SQUAD's native endpoints: `/api/submit`, `/api/createbuild`, `/api/version`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use squadron_core::callbacks::callback_from_form;
+use squadron_core::names::is_valid_slug;
+use squadron_core::settings::parse_settings;
+use squadron_core::submission::{metadata_from_form_fields, parse_metadata, SPECIAL_METADATA_FIELDS};
+use squadron_store::builds::PatchFields;
+use squadron_store::ingest::{IngestError, IngestOptions, Submission};
+use squadron_store::StoreError;
+
+use crate::auth::native_project;
+use crate::error::ApiError;
+use crate::form::{read_form, Keep, Limits};
+use crate::AppState;
+
+/// The largest text field (metadata, callback fields), as Django's
+/// `DATA_UPLOAD_MAX_MEMORY_SIZE`.
+const TEXT_FIELD_LIMIT: usize = 10 * 1024 * 1024;
+
+/// The version of squadron, as `/api/version/` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn check_slug(what: &str, value: &str) -> Result<(), ApiError> {
+    if is_valid_slug(value) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {what} {value:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+impl AppState {
+    fn limits(&self) -> Limits {
+        Limits { body: self.config.max_upload_bytes, text: TEXT_FIELD_LIMIT }
+    }
+}
+
+/// Which submission fields are kept, and how.
+fn submit_field(name: &str) -> Keep {
+    match name {
+        "tests" | "metrics" | "attachment" => Keep::Blob,
+        "log" => Keep::BlobWithoutNul,
+        "metadata" => Keep::Text,
+        other if SPECIAL_METADATA_FIELDS.contains(&other) => Keep::Text,
+        _ => Keep::Skip,
+    }
+}
+
+/// `POST /api/submit/<group>/<project>/<build>/<environment>`: stores a
+/// test run; answers 201 with its id.
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    Path((group, project, build, environment)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, String), ApiError> {
+    check_slug("build version", &build)?;
+    check_slug("environment slug", &environment)?;
+    let access = native_project(&state, &headers, &group, &project).await?;
+    if !access.caller.can_submit_results() {
+        return Err(ApiError::forbidden("User needs permission to submit results."));
+    }
+    let form = read_form(&state.blobs, &headers, body, state.limits(), &submit_field).await?;
+    let metadata_text = match form.text("metadata") {
+        Some(text) => Some(text.to_string()),
+        None => metadata_from_form_fields(|key| form.text(key)),
+    };
+    let metadata =
+        parse_metadata(metadata_text.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Attachments are keyed by file name: the last one of a name wins.
+    let attachments: BTreeMap<&str, _> = form.files("attachment").collect();
+    let submission = Submission {
+        project_id: access.project.id,
+        build_version: build,
+        environment_slug: environment,
+        metadata,
+        tests_file: form.blob("tests").cloned(),
+        metrics_file: form.blob("metrics").cloned(),
+        log_file: form.blob("log").cloned(),
+        attachments: attachments.into_iter().map(|(name, blob)| (name.to_string(), blob.clone())).collect(),
+        completed: true,
+    };
+    // The ingestion runs in a task of its own: once the upload is complete,
+    // a client that goes away does not interrupt it halfway.
+    let (store, blobs) = (state.store.clone(), state.blobs.clone());
+    let ingested = tokio::spawn(async move { store.ingest(&blobs, &submission, IngestOptions::default()).await })
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    match ingested {
+        Ok(id) => Ok((StatusCode::CREATED, id.to_string())),
+        Err(e @ (IngestError::Input(_) | IngestError::DuplicateJobId(_))) => Err(ApiError::bad_request(e.to_string())),
+        Err(IngestError::Swept) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IngestError::Swept.to_string())),
+        Err(IngestError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /api/createbuild/<group>/<project>/<version>`: creates a build
+/// (with patch fields) or finds it, and attaches a callback; answers 201.
+pub(crate) async fn create_build(
+    State(state): State<AppState>,
+    Path((group, project, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    check_slug("build version", &version)?;
+    let access = native_project(&state, &headers, &group, &project).await?;
+    if !access.caller.can_submit_results() {
+        return Err(ApiError::forbidden("User needs permission to submit results."));
+    }
+    let form = read_form(&state.blobs, &headers, body, state.limits(), &|_| Keep::Text).await?;
+    let settings = parse_settings(&access.project.project_settings).unwrap_or_default();
+    let project_headers = settings.get("CALLBACK_HEADERS").and_then(Value::as_object).cloned().unwrap_or_default();
+    let callback = callback_from_form(|k| form.text(k), &project_headers).map_err(ApiError::bad_request)?;
+    let given = |name: &str| form.text(name).filter(|v| !v.is_empty());
+    let patch = PatchFields { source: given("patch_source"), baseline: given("patch_baseline"), id: given("patch_id") };
+    match state.store.create_build(access.project.id, &version, patch, callback.as_ref()).await {
+        Ok(_) => Ok(StatusCode::CREATED),
+        Err(StoreError::NotFound(what)) => Err(ApiError::bad_request(format!("unknown {what}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/version/`.
+pub(crate) async fn version() -> &'static str {
+    VERSION
+}

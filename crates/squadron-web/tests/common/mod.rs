@@ -1,0 +1,98 @@
+//! A squadron API server on a loopback port, over a fresh database.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use squadron_core::access::Role;
+use squadron_store::projects::NewProject;
+use squadron_store::testing::TestDb;
+use squadron_web::{router, AppState, WebConfig};
+
+pub struct Api {
+    pub db: TestDb,
+    pub base: String,
+    pub http: reqwest::Client,
+    /// Token of a user with the submitter role in group `g`.
+    pub submitter: String,
+    /// Token of a user with the member role in group `g`.
+    pub member: String,
+    /// Token of a superuser.
+    pub admin: String,
+}
+
+impl Api {
+    /// Serves the API over `db` with `config`; group `g` has a public
+    /// project `p` and a private project `private`.
+    pub async fn start(db: TestDb, config: WebConfig) -> Api {
+        let s = &db.store;
+        let group = s.create_group("g", None).await.unwrap();
+        for (slug, is_public) in [("p", true), ("private", false)] {
+            s.create_project(NewProject { group_id: group.id, slug, is_public, ..Default::default() }).await.unwrap();
+        }
+        let mut tokens = Vec::new();
+        for (name, role, superuser) in
+            [("sub", Some(Role::Submitter), false), ("mem", Some(Role::Member), false), ("root", None, true)]
+        {
+            let user = s.create_user(name, "", superuser).await.unwrap();
+            if let Some(role) = role {
+                s.set_member(group.id, user.id, role).await.unwrap();
+            }
+            tokens.push(s.token_for(user.id, false).await.unwrap());
+        }
+        let state = AppState { store: db.store.clone(), blobs: db.blobs.clone(), config: Arc::new(config) };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        let [submitter, member, admin] = <[String; 3]>::try_from(tokens).unwrap();
+        Api { db, base, http: reqwest::Client::new(), submitter, member, admin }
+    }
+
+    pub async fn new(db: TestDb) -> Api {
+        Self::start(db, WebConfig::default()).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POSTs a multipart form of text fields and files (name, file name, content).
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        fields: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> (u16, String) {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        for (k, name, content) in files {
+            form =
+                form.part(k.to_string(), reqwest::multipart::Part::bytes(content.to_vec()).file_name(name.to_string()));
+        }
+        let mut req = self.http.post(self.url(path)).multipart(form);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("token {t}"));
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// POSTs an urlencoded form.
+    pub async fn post_form(&self, path: &str, token: Option<&str>, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut req = self.http.post(self.url(path)).form(fields);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Token {t}"));
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// The `detail` of a JSON error body.
+    pub fn detail(body: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
+        v["detail"].as_str().unwrap_or_else(|| panic!("detail in {body}")).to_string()
+    }
+}

@@ -1,0 +1,151 @@
+//! `squadron admin …`: users, tokens, groups, members and projects. Scripts
+//! depend on these shapes; `token create` prints the key alone on stdout.
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use squadron_core::access::Role;
+use squadron_store::projects::NewProject;
+use squadron_store::Store;
+
+use crate::cli::Cli;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage groups and their members.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Login name.
+        name: String,
+        /// E-mail address.
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Give the user every permission.
+        #[arg(long)]
+        superuser: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print the user's API token, creating it if needed.
+    Create {
+        /// The user's login name.
+        user: String,
+        /// Replace an existing token with a new one.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group.
+    Create {
+        /// The group's slug.
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Add a user to a group, or change the user's role in it.
+    AddMember {
+        /// The group's slug.
+        group: String,
+        /// The user's login name.
+        user: String,
+        /// member, submitter, privileged or admin.
+        #[arg(long)]
+        role: Role,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project.
+    Create {
+        /// GROUP/SLUG.
+        full_name: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only the group's members may see it.
+        #[arg(long)]
+        private: bool,
+        /// Comma-separated plugin names (stored as given).
+        #[arg(long)]
+        plugins: Option<String>,
+    },
+}
+
+async fn group_id(store: &Store, slug: &str) -> anyhow::Result<i64> {
+    match store.group_by_slug(slug).await? {
+        Some(group) => Ok(group.id),
+        None => bail!("no group {slug:?}"),
+    }
+}
+
+async fn user_id(store: &Store, name: &str) -> anyhow::Result<i64> {
+    match store.user_by_name(name).await? {
+        Some(user) => Ok(user.id),
+        None => bail!("no user {name:?}"),
+    }
+}
+
+/// Runs an admin command.
+pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
+    let store = cli.open_store().await?;
+    match command {
+        AdminCommand::User(UserCommand::Create { name, email, superuser }) => {
+            let user = store.create_user(name, email, *superuser).await?;
+            eprintln!("created user {}{}", user.username, if user.is_superuser { " (superuser)" } else { "" });
+        }
+        AdminCommand::Token(TokenCommand::Create { user, rotate }) => {
+            let id = user_id(&store, user).await?;
+            println!("{}", store.token_for(id, *rotate).await?);
+        }
+        AdminCommand::Group(GroupCommand::Create { slug, name }) => {
+            store.create_group(slug, name.as_deref()).await?;
+            eprintln!("created group {slug}");
+        }
+        AdminCommand::Group(GroupCommand::AddMember { group, user, role }) => {
+            let (group_id, user_id) = (group_id(&store, group).await?, user_id(&store, user).await?);
+            match store.set_member(group_id, user_id, *role).await? {
+                None => eprintln!("added {user} to {group} as {role}"),
+                Some(previous) => {
+                    eprintln!("changed {user}'s role in {group} from {previous} to {role}")
+                }
+            }
+        }
+        AdminCommand::Project(ProjectCommand::Create { full_name, name, private, plugins }) => {
+            let (group, slug) =
+                full_name.split_once('/').with_context(|| format!("expected GROUP/SLUG, got {full_name:?}"))?;
+            let group_id = group_id(&store, group).await?;
+            let project = NewProject {
+                group_id,
+                slug,
+                name: name.as_deref(),
+                is_public: !private,
+                enabled_plugins_list: plugins.as_deref(),
+            };
+            store.create_project(project).await?;
+            eprintln!("created project {full_name}{}", if *private { " (private)" } else { "" });
+        }
+    }
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Command-line arguments, environment variables, and opening the database
+//! they name.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use squadron_store::blob::BlobStore;
+use squadron_store::{redact_url, Migrations, Store};
+
+use crate::admin::AdminCommand;
+
+/// squadron: test results and CI results pipeline, compatible with SQUAD.
+#[derive(Debug, Parser)]
+#[command(name = "squadron", version, about)]
+pub struct Cli {
+    /// The database: sqlite://PATH or postgres://USER@HOST/DB. Without it,
+    /// the embedded SQLite database in the data directory is used (and
+    /// migrated as needed).
+    #[arg(long, global = true, env = "SQUADRON_DATABASE_URL")]
+    pub database: Option<String>,
+
+    /// With --database, apply pending migrations before running the command
+    /// (otherwise a database with pending migrations is refused).
+    #[arg(long, global = true)]
+    pub migrate: bool,
+
+    /// Where the embedded database and the blobs (logs, attachments, submitted files) live.
+    #[arg(long, global = true, env = "SQUADRON_DATA_DIR", default_value = "squadron-data")]
+    pub data_dir: PathBuf,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "SQUADRON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (and, as they arrive, the workers and scheduler).
+    Serve(ServeArgs),
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage users, tokens, groups and projects.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SQUADRON_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: String,
+
+    /// Largest accepted request body, in bytes (larger uploads get 413).
+    #[arg(long, env = "SQUADRON_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+}
+
+/// Sets up logging to standard error (`RUST_LOG` filters; default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+impl Cli {
+    fn embedded_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir.join("squadron.db").display())
+    }
+
+    /// Opens the database. The embedded default is migrated first; an
+    /// explicit one only with `--migrate` (or by `squadron migrate`).
+    pub async fn open_store(&self) -> anyhow::Result<Store> {
+        let (url, migrations) = match &self.database {
+            None => (self.embedded_url(), Migrations::Apply),
+            Some(url) if self.migrate => (url.clone(), Migrations::Apply),
+            Some(url) => (url.clone(), Migrations::Require),
+        };
+        Store::open(&url, migrations).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))
+    }
+
+    /// Opens the blob store in the data directory.
+    pub fn open_blobs(&self) -> anyhow::Result<BlobStore> {
+        let dir = self.data_dir.join("blobs");
+        BlobStore::open(&dir).with_context(|| format!("cannot open the blob store in {}", dir.display()))
+    }
+
+    /// The data directory, for messages.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// `squadron migrate`.
+pub async fn migrate(cli: &Cli) -> anyhow::Result<()> {
+    let url = cli.database.clone().unwrap_or_else(|| cli.embedded_url());
+    let store = Store::connect(&url).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
+    let applied = store.migrate().await.with_context(|| format!("cannot migrate {}", redact_url(&url)))?;
+    println!("applied {applied} migration(s); the database {} is up to date", store.url());
+    Ok(())
+}

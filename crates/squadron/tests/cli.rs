@@ -1,0 +1,182 @@
+//! The `squadron` binary, run as a user would: admin commands, migrations,
+//! and `serve` answering a submission and stopping on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use squadron_store::testing::TestDb;
+
+fn squadron(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SQUADRON_DATABASE_URL")
+        .env_remove("SQUADRON_DATA_DIR")
+        .output()
+        .expect("run squadron")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = squadron(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = squadron(dir, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn admin_commands_on_the_embedded_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["admin", "user", "create", "ci", "--email", "ci@example.com"]);
+    ok(d, &["admin", "user", "create", "root", "--superuser"]);
+    ok(d, &["admin", "group", "create", "lkft", "--name", "LKFT"]);
+    ok(d, &["admin", "group", "add-member", "lkft", "ci", "--role", "submitter"]);
+    ok(
+        d,
+        &[
+            "admin",
+            "project",
+            "create",
+            "lkft/linux",
+            "--name",
+            "Linux",
+            "--private",
+            "--plugins",
+            "linux-log-parser,tradefed",
+        ],
+    );
+    assert!(d.join("squadron-data/squadron.db").exists(), "the embedded database lives in ./squadron-data");
+
+    let token = ok(d, &["admin", "token", "create", "ci"]);
+    assert_eq!(token.trim().len(), 40, "the key alone: {token:?}");
+    assert_eq!(token.lines().count(), 1);
+    assert_eq!(ok(d, &["admin", "token", "create", "ci"]), token, "an existing key is printed again");
+    let rotated = ok(d, &["admin", "token", "create", "ci", "--rotate"]);
+    assert_ne!(rotated, token);
+
+    assert!(fails(d, &["admin", "user", "create", "ci"]).contains("already exists"));
+    assert!(fails(d, &["admin", "group", "add-member", "lkft", "ci", "--role", "owner"]).contains("owner"));
+    assert!(fails(d, &["admin", "group", "add-member", "nope", "ci", "--role", "member"]).contains("nope"));
+    assert!(fails(d, &["admin", "token", "create", "nobody"]).contains("nobody"));
+    assert!(fails(d, &["admin", "project", "create", "linux"]).contains("GROUP/SLUG"));
+    assert!(fails(d, &["admin", "project", "create", "lkft/bad slug"]).contains("bad slug"));
+    assert!(fails(d, &["admin", "group", "create", "--", "-x"]).contains("\"-x\""));
+}
+
+#[test]
+fn explicit_databases_are_migrated_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = format!("sqlite://{}", d.join("explicit.db").display());
+    let err = fails(d, &["--database", &url, "admin", "group", "create", "g"]);
+    assert!(err.contains("cannot open the database"), "{err}");
+    assert!(!d.join("explicit.db").exists(), "a refused database is not created");
+
+    assert!(ok(d, &["--database", &url, "migrate"]).contains("applied 1 migration"));
+    ok(d, &["--database", &url, "admin", "group", "create", "g"]);
+    assert!(ok(d, &["--database", &url, "migrate"]).contains("applied 0 migration"));
+
+    let other = format!("sqlite://{}", d.join("other.db").display());
+    ok(d, &["--database", &other, "migrate"]);
+    ok(d, &["--database", &other, "--migrate", "admin", "group", "create", "g"]);
+    // SQUADRON_DATABASE_URL works as --database does.
+    let out = Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args(["admin", "group", "create", "h"])
+        .current_dir(d)
+        .env("SQUADRON_DATABASE_URL", &other)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!d.join("squadron-data").exists(), "the embedded database was not touched");
+}
+
+/// Starts `squadron serve` on a free port; returns the process and its URL.
+fn start_serve(dir: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args(extra)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("SQUADRON_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve logs where it listens").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn stop(mut child: std::process::Child) {
+    let started = Instant::now();
+    send_signal(child.id(), "TERM");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "serve exits 0 on SIGTERM: {status:?}");
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    assert!(Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap().success());
+}
+
+async fn submit_once(dir: &Path, url: &str, db_args: &[&str]) {
+    let mut args: Vec<&str> = db_args.to_vec();
+    for command in [
+        vec!["admin", "user", "create", "ci"],
+        vec!["admin", "group", "create", "g"],
+        vec!["admin", "group", "add-member", "g", "ci", "--role", "submitter"],
+        vec!["admin", "project", "create", "g/p"],
+    ] {
+        args.truncate(db_args.len());
+        args.extend(command);
+        ok(dir, &args);
+    }
+    args.truncate(db_args.len());
+    args.extend(["admin", "token", "create", "ci"]);
+    let token = ok(dir, &args).trim().to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/submit/g/p/1.0/qemu"))
+        .header("Authorization", format!("token {token}"))
+        .form(&[("tests", r#"{"boot/login": "pass"}"#), ("metadata", r#"{"job_id": "7"}"#)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let id: i64 = resp.text().await.unwrap().parse().unwrap();
+    assert!(id > 0);
+}
+
+#[tokio::test]
+async fn serve_on_the_embedded_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = start_serve(dir.path(), &[]);
+    submit_once(dir.path(), &url, &[]).await;
+    stop(child);
+}
+
+#[tokio::test]
+async fn serve_on_postgresql() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = start_serve(dir.path(), &["--database", &db.url]);
+    submit_once(dir.path(), &url, &["--database", &db.url]).await;
+    stop(child);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tests").await, 1);
+}
