@@ -18,6 +18,9 @@ use crate::StoreError;
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// How much of the SQLite file reader connections map into memory.
+const READER_MMAP_BYTES: &str = "1073741824";
+
 /// How long a writer waits for SQLite's lock held by another process.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -138,7 +141,15 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(600))
                 .connect_with(options.clone())
                 .await?;
-            let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+            // Readers see their page cache reset whenever the database changed
+            // since their last read (every ingested batch), so they read through
+            // a memory map instead of copying pages in again.
+            let reader_options = options.pragma("mmap_size", READER_MMAP_BYTES).pragma("cache_size", "-8192");
+            let reader = SqlitePoolOptions::new()
+                .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
+                .max_connections(8)
+                .connect_with(reader_options)
+                .await?;
             Engine::Sqlite { writer, reader }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
@@ -256,6 +267,16 @@ impl Store {
         let s = &self.inner.stats;
         s.longest_micros.fetch_max(held.as_micros() as u64, Ordering::Relaxed);
         s.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs one administrative statement outside any transaction (such as
+    /// `CREATE DATABASE`, for scratch databases).
+    pub async fn execute_ddl(&self, sql: &str) -> Result<(), StoreError> {
+        match self.engine() {
+            Engine::Sqlite { writer, .. } => sqlx::raw_sql(sql).execute(writer).await.map(|_| ())?,
+            Engine::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ())?,
+        }
+        Ok(())
     }
 
     /// Checks that the database answers.

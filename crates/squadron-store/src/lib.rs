@@ -6,6 +6,7 @@
 #[macro_use]
 mod db;
 pub mod accounts;
+pub mod bench;
 pub mod blob;
 pub mod builds;
 mod error;

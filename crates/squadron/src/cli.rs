@@ -10,6 +10,7 @@ use squadron_store::blob::BlobStore;
 use squadron_store::{redact_url, Migrations, Store};
 
 use crate::admin::AdminCommand;
+use crate::bench::BenchCommand;
 
 /// squadron: test results and CI results pipeline, compatible with SQUAD.
 #[derive(Debug, Parser)]
@@ -56,6 +57,9 @@ pub enum Command {
     /// Manage users, tokens, groups and projects.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Measure performance (see docs/performance.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Args)]

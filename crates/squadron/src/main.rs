@@ -1,6 +1,7 @@
 //! The `squadron` binary: command line, configuration and wiring.
 
 mod admin;
+mod bench;
 mod cli;
 mod serve;
 
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(&cli, args).await,
             Command::Migrate => cli::migrate(&cli).await,
             Command::Admin(command) => admin::run(&cli, command).await,
+            Command::Bench(command) => bench::run(command).await,
         }
     });
     match outcome {

@@ -58,7 +58,12 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     );
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     sweeper.abort();
+    let stats = store.write_stats();
+    info!(
+        write_transactions = stats.transactions,
+        longest_write_hold_ms = stats.longest_hold.as_secs_f64() * 1000.0,
+        "squadron stopped"
+    );
     store.close().await;
-    info!("squadron stopped");
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::names::list_placeholders;
+use super::names::{bump_name_epoch, list_placeholders};
 use super::MAX_BATCH_ROWS;
 use crate::db::{EngineTx, WriteTx};
 use crate::{Store, StoreError};
@@ -14,12 +14,13 @@ async fn delete_unused_names(tx: &mut WriteTx, ids: &[i64]) -> Result<(), StoreE
     if ids.is_empty() {
         return Ok(());
     }
+    bump_name_epoch(tx).await?;
     let unused = "AND NOT EXISTS (SELECT 1 FROM tests t WHERE t.metadata_id = suite_metadata.id) \
                   AND NOT EXISTS (SELECT 1 FROM metrics m WHERE m.metadata_id = suite_metadata.id) \
                   AND NOT EXISTS (SELECT 1 FROM suites s WHERE s.metadata_id = suite_metadata.id)";
     match &mut tx.tx {
         EngineTx::Sqlite(c) => {
-            let sql = format!("DELETE FROM suite_metadata WHERE id IN ({}) {unused}", list_placeholders(1, ids.len()));
+            let sql = format!("DELETE FROM suite_metadata WHERE id IN ({}) {unused}", list_placeholders(ids.len()));
             let mut q = sqlx::query(&sql);
             for id in ids {
                 q = q.bind(id);
@@ -43,7 +44,7 @@ async fn delete_unused_suites(tx: &mut WriteTx, ids: &[i64]) -> Result<Vec<i64>,
     let unused = "AND NOT EXISTS (SELECT 1 FROM statuses s WHERE s.suite_id = suites.id) RETURNING metadata_id";
     let rows = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
-            let sql = format!("DELETE FROM suites WHERE id IN ({}) {unused}", list_placeholders(1, ids.len()));
+            let sql = format!("DELETE FROM suites WHERE id IN ({}) {unused}", list_placeholders(ids.len()));
             let mut q = sqlx::query(&sql);
             for id in ids {
                 q = q.bind(id);

@@ -12,8 +12,8 @@
 //! suites included.
 
 mod discard;
-mod names;
-mod run;
+pub(crate) mod names;
+pub(crate) mod run;
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use tracing::warn;
 
 use crate::blob::{Blob, BlobStore};
 use crate::{Store, StoreError};
-use run::HiddenRun;
+use run::{HiddenRun, Named, Prepared};
 
 /// The largest number of rows one ingestion transaction writes.
 pub const MAX_BATCH_ROWS: usize = 5000;
@@ -146,29 +146,39 @@ async fn feed(
 ) -> Result<(), IngestError> {
     if let Some(blob) = &s.tests_file {
         let file = blobs.open_blob(&blob.key)?;
-        let mut batches = Batches::spawn(batch_rows, move |sink| parse_tests(file, sink));
-        let mut failed = None;
-        while let Some(batch) = batches.next().await {
-            if let Err(e) = run.write_tests(batch).await {
-                failed = Some(e);
-                break;
-            }
-        }
-        batches.finish(failed).await?;
+        pipeline(run, Batches::spawn(batch_rows, move |sink| parse_tests(file, sink))).await?;
     }
     if let Some(blob) = &s.metrics_file {
         let file = blobs.open_blob(&blob.key)?;
-        let mut batches = Batches::spawn(batch_rows, move |sink| parse_metrics(file, sink));
-        let mut failed = None;
-        while let Some(batch) = batches.next().await {
-            if let Err(e) = run.write_metrics(batch).await {
-                failed = Some(e);
-                break;
-            }
-        }
-        batches.finish(failed).await?;
+        pipeline(run, Batches::spawn(batch_rows, move |sink| parse_metrics(file, sink))).await?;
     }
     Ok(())
+}
+
+/// Writes parsed batches into the run, preparing each batch (a read, on
+/// another connection) while the one before it is being written.
+async fn pipeline<T: Named>(run: &mut HiddenRun<'_>, mut batches: Batches<T>) -> Result<(), IngestError> {
+    let store = run.store.clone();
+    let known_issues = run.known_issues();
+    let mut pending: Option<Prepared<T>> = None;
+    let failed = loop {
+        let next = batches.next().await;
+        let step: Result<Option<Prepared<T>>, IngestError> = match (pending.take(), next) {
+            (None, None) => break None,
+            (Some(ready), None) => T::write(run, ready).await.map(|()| None),
+            (None, Some(batch)) => Prepared::new(&store, &known_issues, batch).await.map(Some).map_err(Into::into),
+            (Some(ready), Some(batch)) => {
+                let (written, prepared) =
+                    tokio::join!(T::write(run, ready), Prepared::new(&store, &known_issues, batch));
+                written.and(prepared.map(Some).map_err(Into::into))
+            }
+        };
+        match step {
+            Ok(next) => pending = next,
+            Err(e) => break Some(e),
+        }
+    };
+    batches.finish(failed).await
 }
 
 /// Items parsed on a blocking thread, handed over in batches: one batch is

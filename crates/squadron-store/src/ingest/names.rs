@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::{Executor, Postgres, Sqlite};
 
-use crate::db::WriteTx;
+use crate::db::{EngineTx, WriteTx};
 use crate::{Store, StoreError};
 
 /// The kind of an interned name.
@@ -29,45 +29,41 @@ type NameRow = (i64, String, String);
 /// `(suite, name)` pairs of one batch, without duplicates.
 pub(crate) type Keys<'a> = [(&'a str, &'a str)];
 
-/// `($1,$2),($3,$4),…` for `rows` rows of `per_row` values, starting at `$start`.
-pub(crate) fn values_placeholders(start: usize, per_row: usize, rows: usize) -> String {
-    let mut sql = String::with_capacity(rows * per_row * 8);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for col in 0..per_row {
-            if col > 0 {
-                sql.push(',');
-            }
-            sql.push('$');
-            sql.push_str(&(start + row * per_row + col).to_string());
-        }
-        sql.push(')');
-    }
-    sql
+/// `(?,?),(?,?),…` for `rows` rows of `per_row` values.
+///
+/// SQLite statements with many parameters use anonymous `?` placeholders:
+/// sqlx looks up the name of every numbered (`$N`) parameter, and SQLite
+/// finds a name by a linear scan, which makes binding thousands of `$N`
+/// parameters quadratic (seconds for one 5,000-row batch).
+pub(crate) fn values_placeholders(per_row: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; per_row].join(","));
+    vec![row; rows].join(",")
 }
 
-/// `$start,…` for a list of `count` values.
-pub(crate) fn list_placeholders(start: usize, count: usize) -> String {
-    (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+/// `?,?,…` for a list of `count` values.
+pub(crate) fn list_placeholders(count: usize) -> String {
+    vec!["?"; count].join(",")
 }
+
+/// `(position in the keys, id)` of an interned name. Lookups return
+/// integers only: decoding thousands of names back and matching them up
+/// cost more than the lookup itself.
+type Found = (i64, i64);
 
 async fn select_sqlite<'c>(
     e: impl Executor<'c, Database = Sqlite>,
     kind: NameKind,
     keys: &Keys<'_>,
-) -> Result<Vec<NameRow>, sqlx::Error> {
+) -> Result<Vec<Found>, sqlx::Error> {
     let sql = format!(
-        "SELECT m.id, m.suite, m.name FROM (VALUES {}) AS v JOIN suite_metadata m \
+        "SELECT v.column3, m.id FROM (VALUES {}) AS v JOIN suite_metadata m \
          ON m.kind = {} AND m.suite = v.column1 AND m.name = v.column2",
-        values_placeholders(1, 2, keys.len()),
+        values_placeholders(3, keys.len()),
         kind.sql()
     );
     let mut query = sqlx::query_as(&sql);
-    for (suite, name) in keys {
-        query = query.bind(*suite).bind(*name);
+    for (position, (suite, name)) in keys.iter().enumerate() {
+        query = query.bind(*suite).bind(*name).bind(position as i64);
     }
     query.fetch_all(e).await
 }
@@ -76,10 +72,10 @@ async fn select_postgres<'c>(
     e: impl Executor<'c, Database = Postgres>,
     kind: NameKind,
     keys: &Keys<'_>,
-) -> Result<Vec<NameRow>, sqlx::Error> {
+) -> Result<Vec<Found>, sqlx::Error> {
     let sql = format!(
-        "SELECT m.id, m.suite, m.name FROM UNNEST($1::text[], $2::text[]) AS v(suite, name) JOIN suite_metadata m \
-         ON m.kind = {} AND m.suite = v.suite AND m.name = v.name",
+        "SELECT v.position - 1, m.id FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS v(suite, name, position) \
+         JOIN suite_metadata m ON m.kind = {} AND m.suite = v.suite AND m.name = v.name",
         kind.sql()
     );
     let (suites, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
@@ -95,7 +91,7 @@ async fn insert_sqlite<'c>(
         "INSERT INTO suite_metadata (kind, suite, name) SELECT {}, column1, column2 FROM (VALUES {}) WHERE true \
          ON CONFLICT DO NOTHING RETURNING id, suite, name",
         kind.sql(),
-        values_placeholders(1, 2, keys.len())
+        values_placeholders(2, keys.len())
     );
     let mut query = sqlx::query_as(&sql);
     for (suite, name) in keys {
@@ -118,7 +114,16 @@ async fn insert_postgres<'c>(
     sqlx::query_as(&sql).bind(suites).bind(names).fetch_all(e).await
 }
 
-/// Puts the ids of `rows` into `ids`, aligned with `keys`.
+/// Puts found ids into `ids`, at their positions.
+fn place(found: Vec<Found>, ids: &mut [Option<i64>]) {
+    for (position, id) in found {
+        if let Some(slot) = ids.get_mut(position as usize) {
+            *slot = Some(id);
+        }
+    }
+}
+
+/// Puts the ids of inserted `rows` into `ids`, aligned with `keys`.
 fn fill(keys: &Keys<'_>, rows: Vec<NameRow>, ids: &mut [Option<i64>]) {
     let index: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
     for (id, suite, name) in rows {
@@ -140,13 +145,55 @@ impl Store {
         if keys.is_empty() {
             return Ok(ids);
         }
-        let rows = match self.engine() {
+        let found = match self.engine() {
             crate::db::Engine::Sqlite { reader, .. } => select_sqlite(reader, kind, keys).await?,
             crate::db::Engine::Postgres(pool) => select_postgres(pool, kind, keys).await?,
         };
-        fill(keys, rows, &mut ids);
+        place(found, &mut ids);
         Ok(ids)
     }
+}
+
+impl Store {
+    /// The current name epoch (see `name_epoch` in the schema).
+    pub(crate) async fn name_epoch(&self) -> Result<i64, StoreError> {
+        Ok(
+            with_reader!(self, pool => sqlx::query_scalar("SELECT epoch FROM name_epoch WHERE id = 1").fetch_one(pool).await)?,
+        )
+    }
+}
+
+/// Makes `ids`, looked up at name epoch `epoch`, safe to use in `tx`: if
+/// names were deleted since, looks them all up again. On PostgreSQL the
+/// epoch row is share-locked until `tx` ends, so no name can be deleted
+/// before the rows referring to them are committed.
+pub(crate) async fn revalidate(
+    tx: &mut WriteTx,
+    epoch: i64,
+    kind: NameKind,
+    keys: &Keys<'_>,
+    ids: &mut [Option<i64>],
+) -> Result<(), StoreError> {
+    let current: i64 = match &mut tx.tx {
+        EngineTx::Sqlite(c) => {
+            sqlx::query_scalar("SELECT epoch FROM name_epoch WHERE id = 1").fetch_one(&mut **c).await?
+        }
+        EngineTx::Postgres(c) => {
+            sqlx::query_scalar("SELECT epoch FROM name_epoch WHERE id = 1 FOR SHARE").fetch_one(&mut **c).await?
+        }
+    };
+    if current != epoch {
+        ids.fill(None);
+        let found = with_tx!(tx, c => c.select_names(kind, keys).await)?;
+        place(found, ids);
+    }
+    Ok(())
+}
+
+/// Bumps the name epoch, in the transaction that is about to delete names.
+pub(crate) async fn bump_name_epoch(tx: &mut WriteTx) -> Result<(), StoreError> {
+    with_tx!(tx, c => sqlx::query("UPDATE name_epoch SET epoch = epoch + 1 WHERE id = 1").execute(&mut *c).await.map(|_| ()))?;
+    Ok(())
 }
 
 /// Interns the names of `keys` whose id is still `None`, inside `tx`, and
@@ -163,10 +210,13 @@ pub(crate) async fn intern_missing(
     }
     let inserted = with_tx!(tx, c => c.insert_names(kind, &todo).await)?;
     fill(keys, inserted, ids);
-    let raced = missing(keys, ids);
+    let raced: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
     if !raced.is_empty() {
-        let found = with_tx!(tx, c => c.select_names(kind, &raced).await)?;
-        fill(keys, found, ids);
+        let raced_keys: Vec<(&str, &str)> = raced.iter().map(|&i| keys[i]).collect();
+        let found = with_tx!(tx, c => c.select_names(kind, &raced_keys).await)?;
+        for (position, id) in found {
+            ids[raced[position as usize]] = Some(id);
+        }
     }
     match missing(keys, ids).first() {
         Some((suite, name)) => Err(StoreError::Invalid(format!("could not intern name {suite}/{name}"))),
@@ -177,14 +227,14 @@ pub(crate) async fn intern_missing(
 /// Name interning on either engine's connection.
 trait EngineNames {
     async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error>;
-    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error>;
+    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Found>, sqlx::Error>;
 }
 
 impl EngineNames for sqlx::SqliteConnection {
     async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
         insert_sqlite(self, kind, keys).await
     }
-    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Found>, sqlx::Error> {
         select_sqlite(self, kind, keys).await
     }
 }
@@ -193,7 +243,7 @@ impl EngineNames for sqlx::PgConnection {
     async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
         insert_postgres(self, kind, keys).await
     }
-    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Found>, sqlx::Error> {
         select_postgres(self, kind, keys).await
     }
 }
@@ -204,8 +254,8 @@ mod tests {
 
     #[test]
     fn placeholders() {
-        assert_eq!(values_placeholders(1, 2, 2), "($1,$2),($3,$4)");
-        assert_eq!(values_placeholders(4, 3, 1), "($4,$5,$6)");
-        assert_eq!(list_placeholders(2, 3), "$2,$3,$4");
+        assert_eq!(values_placeholders(2, 2), "(?,?),(?,?)");
+        assert_eq!(values_placeholders(3, 1), "(?,?,?)");
+        assert_eq!(list_placeholders(3), "?,?,?");
     }
 }

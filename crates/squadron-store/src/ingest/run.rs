@@ -2,6 +2,7 @@
 //! batches, published in one short transaction.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -15,7 +16,7 @@ use squadron_core::summary::{RunStatus, StatusRow};
 use uuid::Uuid;
 
 use super::discard::discard_run;
-use super::names::{intern_missing, values_placeholders, NameKind};
+use super::names::{intern_missing, revalidate, values_placeholders, NameKind};
 use super::{IngestError, Submission};
 use crate::db::{EngineTx, WriteTx};
 use crate::{Store, StoreError};
@@ -27,12 +28,12 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// is an earlier attempt whose writer died; a retry removes it.
 const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
-/// How many times a batch is retried when a name it looked up was removed
-/// meanwhile (by a concurrent discard).
-const NAME_RACE_RETRIES: usize = 3;
+/// How many times creating a run is retried when the build or environment
+/// it found was removed meanwhile (by a concurrent discard).
+const BEGIN_RETRIES: usize = 3;
 
 pub(crate) struct HiddenRun<'s> {
-    store: &'s Store,
+    pub(crate) store: &'s Store,
     pub(crate) id: i64,
     owner: String,
     project_id: i64,
@@ -44,8 +45,81 @@ pub(crate) struct HiddenRun<'s> {
     /// Set when a name came twice across batches: the counts in `status`
     /// are then recomputed from the stored rows at publication.
     recount: bool,
-    known_issues: KnownIssueMatcher,
+    known_issues: Arc<KnownIssueMatcher>,
     last_heartbeat: Instant,
+}
+
+/// A submitted item with a suite and a name.
+pub(crate) trait Named: Send + Sync + 'static {
+    /// The kind its name is interned as.
+    const KIND: NameKind;
+    /// `(suite, name)`.
+    fn key(&self) -> (&str, &str);
+    /// Writes a prepared batch of such items into the run.
+    fn write(
+        run: &mut HiddenRun<'_>,
+        batch: Prepared<Self>,
+    ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send
+    where
+        Self: Sized;
+}
+
+impl Named for SubmittedTest {
+    const KIND: NameKind = NameKind::Test;
+    fn key(&self) -> (&str, &str) {
+        (&self.suite, &self.name)
+    }
+    fn write(
+        run: &mut HiddenRun<'_>,
+        batch: Prepared<Self>,
+    ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send {
+        run.write_tests(batch)
+    }
+}
+
+impl Named for SubmittedMetric {
+    const KIND: NameKind = NameKind::Metric;
+    fn key(&self) -> (&str, &str) {
+        (&self.suite, &self.name)
+    }
+    fn write(
+        run: &mut HiddenRun<'_>,
+        batch: Prepared<Self>,
+    ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send {
+        run.write_metrics(batch)
+    }
+}
+
+/// A batch made ready outside any write transaction: repeated names
+/// folded, interned names looked up, known issues matched. Preparing the
+/// next batch overlaps with writing the previous one.
+pub(crate) struct Prepared<T> {
+    items: Vec<T>,
+    ids: Vec<Option<i64>>,
+    /// The name epoch the ids were looked up at.
+    epoch: i64,
+    /// Known issues matching each item (tests only; empty when none can match).
+    issues: Vec<Vec<i64>>,
+}
+
+impl<T: Named> Prepared<T> {
+    /// Prepares a parsed batch.
+    pub(crate) async fn new(
+        store: &Store,
+        known_issues: &KnownIssueMatcher,
+        batch: Vec<T>,
+    ) -> Result<Self, StoreError> {
+        let items = dedupe(batch, T::key);
+        let keys: Vec<(&str, &str)> = items.iter().map(T::key).collect();
+        let epoch = store.name_epoch().await?;
+        let ids = store.lookup_names(T::KIND, &keys).await?;
+        let issues = if T::KIND == NameKind::Test && !known_issues.is_empty() {
+            keys.iter().map(|(suite, name)| known_issues.matches(&join_name(suite, name))).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Prepared { items, ids, epoch, issues })
+    }
 }
 
 /// Keeps the first position and the last value of each key, like a JSON
@@ -73,9 +147,7 @@ impl<'s> HiddenRun<'s> {
         loop {
             match Self::try_begin(store, s).await {
                 // A concurrent discard removed the build or environment we found.
-                Err(IngestError::Store(e)) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => {
-                    attempt += 1
-                }
+                Err(IngestError::Store(e)) if e.is_foreign_key_violation() && attempt < BEGIN_RETRIES => attempt += 1,
                 other => return other,
             }
         }
@@ -153,44 +225,73 @@ impl<'s> HiddenRun<'s> {
             suites: HashMap::new(),
             status: RunStatus::default(),
             recount: false,
-            known_issues: KnownIssueMatcher::new(issues.iter().map(|(id, p)| (*id, p.as_str()))),
+            known_issues: Arc::new(KnownIssueMatcher::new(issues.iter().map(|(id, p)| (*id, p.as_str())))),
             last_heartbeat: Instant::now(),
         })
     }
 
     /// Makes sure each suite of `slugs` exists in the project and has this
-    /// run's status row; returns their ids, aligned with `slugs`.
-    async fn ensure_suites(&mut self, tx: &mut WriteTx, slugs: &[&str]) -> Result<Vec<i64>, StoreError> {
-        let mut ids = Vec::with_capacity(slugs.len());
-        for &slug in slugs {
-            if let Some(&id) = self.suites.get(slug) {
-                ids.push(id);
-                continue;
-            }
-            let id: i64 = with_tx!(tx, c => {
-                let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM suites WHERE project_id = $1 AND slug = $2")
-                    .bind(self.project_id).bind(slug).fetch_optional(&mut *c).await?;
-                let id = match existing {
-                    Some(id) => id,
-                    None => {
-                        sqlx::query("INSERT INTO suite_metadata (kind, suite, name) VALUES ('suite', $1, '-') ON CONFLICT DO NOTHING")
-                            .bind(slug).execute(&mut *c).await?;
-                        let metadata_id: i64 = sqlx::query_scalar(
-                            "SELECT id FROM suite_metadata WHERE kind = 'suite' AND suite = $1 AND name = '-'",
-                        ).bind(slug).fetch_one(&mut *c).await?;
-                        sqlx::query("INSERT INTO suites (project_id, slug, metadata_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                            .bind(self.project_id).bind(slug).bind(metadata_id).execute(&mut *c).await?;
-                        sqlx::query_scalar("SELECT id FROM suites WHERE project_id = $1 AND slug = $2")
-                            .bind(self.project_id).bind(slug).fetch_one(&mut *c).await?
+    /// run's status row; returns their ids, aligned with `slugs`. Suites new
+    /// to the run are resolved together, in a few statements per batch.
+    pub(crate) async fn ensure_suites(&mut self, tx: &mut WriteTx, slugs: &[&str]) -> Result<Vec<i64>, StoreError> {
+        let mut new: Vec<&str> = slugs.iter().copied().filter(|s| !self.suites.contains_key(*s)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if !new.is_empty() {
+            let (project, run) = (self.project_id, self.id);
+            let found: Vec<(i64, String)> = with_tx!(tx, c => {
+                let mut qb = QueryBuilder::new("SELECT id, slug FROM suites WHERE project_id = ");
+                qb.push_bind(project).push(" AND slug IN (");
+                let mut list = qb.separated(", ");
+                for slug in &new {
+                    list.push_bind(*slug);
+                }
+                list.push_unseparated(")");
+                let mut found: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *c).await?;
+                let missing: Vec<&str> = new.iter().copied().filter(|n| !found.iter().any(|(_, s)| s == n)).collect();
+                if !missing.is_empty() {
+                    let mut qb = QueryBuilder::new("INSERT INTO suite_metadata (kind, suite, name) ");
+                    qb.push_values(&missing, |mut b, slug| {
+                        b.push("'suite'").push_bind(*slug).push("'-'");
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build().execute(&mut *c).await?;
+                    let mut qb = QueryBuilder::new("SELECT id, suite FROM suite_metadata WHERE kind = 'suite' AND name = '-' AND suite IN (");
+                    let mut list = qb.separated(", ");
+                    for slug in &missing {
+                        list.push_bind(*slug);
                     }
-                };
-                sqlx::query("INSERT INTO statuses (test_run_id, suite_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(self.id).bind(id).execute(&mut *c).await?;
-                id
+                    list.push_unseparated(")");
+                    let names: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *c).await?;
+                    let mut qb = QueryBuilder::new("INSERT INTO suites (project_id, slug, metadata_id) ");
+                    qb.push_values(&names, |mut b, (metadata, slug)| {
+                        b.push_bind(project).push_bind(slug.as_str()).push_bind(*metadata);
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build().execute(&mut *c).await?;
+                    let mut qb = QueryBuilder::new("SELECT id, slug FROM suites WHERE project_id = ");
+                    qb.push_bind(project).push(" AND slug IN (");
+                    let mut list = qb.separated(", ");
+                    for slug in &missing {
+                        list.push_bind(*slug);
+                    }
+                    list.push_unseparated(")");
+                    found.extend(qb.build_query_as::<(i64, String)>().fetch_all(&mut *c).await?);
+                }
+                let mut qb = QueryBuilder::new("INSERT INTO statuses (test_run_id, suite_id) ");
+                qb.push_values(&found, |mut b, (suite, _)| {
+                    b.push_bind(run).push_bind(*suite);
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *c).await?;
+                found
             });
-            ids.push(id);
+            if found.len() != new.len() {
+                return Err(StoreError::Invalid(format!("could not create the suites of {new:?}")));
+            }
+            self.suites.extend(found.into_iter().map(|(id, slug)| (slug, id)));
         }
-        Ok(ids)
+        Ok(slugs.iter().map(|s| self.suites[*s]).collect())
     }
 
     async fn heartbeat_if_due(&mut self, tx: &mut WriteTx) -> Result<(), StoreError> {
@@ -202,33 +303,17 @@ impl<'s> HiddenRun<'s> {
         Ok(())
     }
 
-    /// Writes one batch of tests in one transaction.
-    pub(crate) async fn write_tests(&mut self, batch: Vec<SubmittedTest>) -> Result<(), IngestError> {
-        let batch = dedupe(batch, |t| (&t.suite, &t.name));
-        let mut attempt = 0;
-        loop {
-            match self.try_write_tests(&batch).await {
-                Err(e) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => attempt += 1,
-                other => return Ok(other?),
-            }
-        }
-    }
-
-    async fn try_write_tests(&mut self, batch: &[SubmittedTest]) -> Result<(), StoreError> {
-        let keys: Vec<(&str, &str)> = batch.iter().map(|t| (t.suite.as_str(), t.name.as_str())).collect();
-        let mut metadata = self.store.lookup_names(NameKind::Test, &keys).await?;
-        let issues: Vec<Vec<i64>> = if self.known_issues.is_empty() {
-            Vec::new()
-        } else {
-            batch.iter().map(|t| self.known_issues.matches(&join_name(&t.suite, &t.name))).collect()
-        };
+    /// Writes one prepared batch of tests in one transaction.
+    pub(crate) async fn write_tests(&mut self, batch: Prepared<SubmittedTest>) -> Result<(), IngestError> {
+        let Prepared { items, ids: mut metadata, epoch, issues } = batch;
+        let keys: Vec<(&str, &str)> = items.iter().map(Named::key).collect();
         let has_issue = |i: usize| issues.get(i).is_some_and(|v| !v.is_empty());
-
         let mut tx = self.store.begin_write().await?;
-        let slugs: Vec<&str> = batch.iter().map(|t| t.suite.as_str()).collect();
+        let slugs: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let suite_ids = self.ensure_suites(&mut tx, &slugs).await?;
+        revalidate(&mut tx, epoch, NameKind::Test, &keys, &mut metadata).await?;
         intern_missing(&mut tx, NameKind::Test, &keys, &mut metadata).await?;
-        let rows: Vec<TestRow> = batch
+        let rows: Vec<TestRow> = items
             .iter()
             .enumerate()
             .map(|(i, t)| TestRow {
@@ -257,26 +342,16 @@ impl<'s> HiddenRun<'s> {
         Ok(())
     }
 
-    /// Writes one batch of metrics in one transaction.
-    pub(crate) async fn write_metrics(&mut self, batch: Vec<SubmittedMetric>) -> Result<(), IngestError> {
-        let batch = dedupe(batch, |m| (&m.suite, &m.name));
-        let mut attempt = 0;
-        loop {
-            match self.try_write_metrics(&batch).await {
-                Err(e) if e.is_foreign_key_violation() && attempt < NAME_RACE_RETRIES => attempt += 1,
-                other => return Ok(other?),
-            }
-        }
-    }
-
-    async fn try_write_metrics(&mut self, batch: &[SubmittedMetric]) -> Result<(), StoreError> {
-        let keys: Vec<(&str, &str)> = batch.iter().map(|m| (m.suite.as_str(), m.name.as_str())).collect();
-        let mut metadata = self.store.lookup_names(NameKind::Metric, &keys).await?;
+    /// Writes one prepared batch of metrics in one transaction.
+    pub(crate) async fn write_metrics(&mut self, batch: Prepared<SubmittedMetric>) -> Result<(), IngestError> {
+        let Prepared { items, ids: mut metadata, epoch, .. } = batch;
+        let keys: Vec<(&str, &str)> = items.iter().map(Named::key).collect();
         let mut tx = self.store.begin_write().await?;
-        let slugs: Vec<&str> = batch.iter().map(|m| m.suite.as_str()).collect();
+        let slugs: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let suite_ids = self.ensure_suites(&mut tx, &slugs).await?;
+        revalidate(&mut tx, epoch, NameKind::Metric, &keys, &mut metadata).await?;
         intern_missing(&mut tx, NameKind::Metric, &keys, &mut metadata).await?;
-        let rows: Vec<MetricRow> = batch
+        let rows: Vec<MetricRow> = items
             .iter()
             .enumerate()
             .map(|(i, m)| MetricRow {
@@ -293,13 +368,19 @@ impl<'s> HiddenRun<'s> {
         }
         self.heartbeat_if_due(&mut tx).await?;
         tx.commit().await?;
-        for (row, metric) in rows.iter().zip(batch) {
+        for (row, metric) in rows.iter().zip(items.iter()) {
             self.status.add_metric(row.suite_id, &metric.measurements);
         }
         Ok(())
     }
 
-    fn ids(&self) -> RunIds {
+    /// The known issues of the run's environment (shared with the batches
+    /// being prepared).
+    pub(crate) fn known_issues(&self) -> Arc<KnownIssueMatcher> {
+        self.known_issues.clone()
+    }
+
+    pub(crate) fn ids(&self) -> RunIds {
         RunIds { test_run: self.id, build: self.build_id, environment: self.environment_id }
     }
 
@@ -405,18 +486,18 @@ pub fn parse_measurements(text: &str) -> Vec<f64> {
 }
 
 #[derive(Clone, Copy)]
-struct RunIds {
-    test_run: i64,
-    build: i64,
-    environment: i64,
+pub(crate) struct RunIds {
+    pub(crate) test_run: i64,
+    pub(crate) build: i64,
+    pub(crate) environment: i64,
 }
 
-struct TestRow<'a> {
-    suite_id: i64,
-    metadata_id: i64,
-    result: Option<bool>,
-    has_known_issues: bool,
-    log: Option<&'a str>,
+pub(crate) struct TestRow<'a> {
+    pub(crate) suite_id: i64,
+    pub(crate) metadata_id: i64,
+    pub(crate) result: Option<bool>,
+    pub(crate) has_known_issues: bool,
+    pub(crate) log: Option<&'a str>,
 }
 
 struct MetricRow<'a> {
@@ -428,7 +509,7 @@ struct MetricRow<'a> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Conflict {
+pub(crate) enum Conflict {
     /// Leave an existing row with the same name alone.
     Ignore,
     /// Overwrite an existing row with the same name.
@@ -436,7 +517,7 @@ enum Conflict {
 }
 
 /// What an insert of tests did.
-struct Inserted {
+pub(crate) struct Inserted {
     inserted: usize,
     /// Ids of the inserted rows by metadata id, when asked for.
     by_metadata: HashMap<i64, i64>,
@@ -452,21 +533,21 @@ fn on_conflict(conflict: Conflict, columns: &str) -> String {
     }
 }
 
-async fn insert_tests(
+pub(crate) async fn insert_tests(
     tx: &mut WriteTx,
     run: RunIds,
     rows: &[TestRow<'_>],
     conflict: Conflict,
     want_ids: bool,
 ) -> Result<Inserted, StoreError> {
-    let head = "INSERT INTO tests (test_run_id, build_id, environment_id, suite_id, metadata_id, result, has_known_issues, log) SELECT $1, $2, $3, ";
+    let head = "INSERT INTO tests (test_run_id, build_id, environment_id, suite_id, metadata_id, result, has_known_issues, log) SELECT";
     let tail = on_conflict(conflict, "result, has_known_issues, log")
         + if want_ids { " RETURNING id, metadata_id" } else { "" };
     let (returned, inserted): (Vec<(i64, i64)>, u64) = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
             let sql = format!(
-                "{head}column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
-                values_placeholders(4, 5, rows.len())
+                "{head} ?, ?, ?, column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
+                values_placeholders(5, rows.len())
             );
             let mut q = sqlx::query(&sql).bind(run.test_run).bind(run.build).bind(run.environment);
             for r in rows {
@@ -482,7 +563,7 @@ async fn insert_tests(
             }
         }
         EngineTx::Postgres(c) => {
-            let sql = format!("{head}s, m, r, k, l FROM UNNEST($4::bigint[], $5::bigint[], $6::bool[], $7::bool[], $8::text[]) AS v(s, m, r, k, l){tail}");
+            let sql = format!("{head} $1, $2, $3, s, m, r, k, l FROM UNNEST($4::bigint[], $5::bigint[], $6::bool[], $7::bool[], $8::text[]) AS v(s, m, r, k, l){tail}");
             let q = sqlx::query(&sql)
                 .bind(run.test_run)
                 .bind(run.build)
@@ -511,13 +592,13 @@ async fn insert_metrics(
     rows: &[MetricRow<'_>],
     conflict: Conflict,
 ) -> Result<usize, StoreError> {
-    let head = "INSERT INTO metrics (test_run_id, build_id, environment_id, suite_id, metadata_id, result, measurements, unit) SELECT $1, $2, $3, ";
+    let head = "INSERT INTO metrics (test_run_id, build_id, environment_id, suite_id, metadata_id, result, measurements, unit) SELECT";
     let tail = on_conflict(conflict, "result, measurements, unit");
     let done = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
             let sql = format!(
-                "{head}column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
-                values_placeholders(4, 5, rows.len())
+                "{head} ?, ?, ?, column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
+                values_placeholders(5, rows.len())
             );
             let mut q = sqlx::query(&sql).bind(run.test_run).bind(run.build).bind(run.environment);
             for r in rows {
@@ -526,7 +607,7 @@ async fn insert_metrics(
             q.execute(&mut **c).await?.rows_affected()
         }
         EngineTx::Postgres(c) => {
-            let sql = format!("{head}s, m, r, ms, u FROM UNNEST($4::bigint[], $5::bigint[], $6::float8[], $7::text[], $8::text[]) AS v(s, m, r, ms, u){tail}");
+            let sql = format!("{head} $1, $2, $3, s, m, r, ms, u FROM UNNEST($4::bigint[], $5::bigint[], $6::float8[], $7::text[], $8::text[]) AS v(s, m, r, ms, u){tail}");
             sqlx::query(&sql)
                 .bind(run.test_run)
                 .bind(run.build)
@@ -588,5 +669,57 @@ mod tests {
         let text = format_measurements(&values);
         assert_eq!(text, "10.0,1.5,1e300,-2.25,1e-7");
         assert_eq!(parse_measurements(&text), values);
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod race_tests {
+    use super::*;
+    use crate::projects::NewProject;
+    #[allow(unused_imports)]
+    use crate::testing::TestDb;
+
+    fn submission(project_id: i64, build: &str) -> Submission {
+        Submission {
+            project_id,
+            build_version: build.into(),
+            environment_slug: "env".into(),
+            metadata: RunMetadata::default(),
+            tests_file: None,
+            metrics_file: None,
+            log_file: None,
+            attachments: Vec::new(),
+            completed: true,
+        }
+    }
+
+    fn tests(names: &[&str]) -> Vec<SubmittedTest> {
+        names
+            .iter()
+            .map(|n| SubmittedTest { suite: "s".into(), name: n.to_string(), result: Some(true), log: None })
+            .collect()
+    }
+
+    crate::both_engines! {
+        async fn names_deleted_between_lookup_and_write_are_looked_up_again(db: TestDb) {
+            let s = &db.store;
+            let group = s.create_group("g", None).await.unwrap();
+            let project = s.create_project(NewProject { group_id: group.id, slug: "p", is_public: true, ..Default::default() }).await.unwrap();
+            // Run X interns the names, then is being rejected...
+            let mut x = HiddenRun::begin(s, &submission(project.id, "x")).await.unwrap();
+            let batch = Prepared::new(s, &x.known_issues(), tests(&["a", "b"])).await.unwrap();
+            x.write_tests(batch).await.unwrap();
+            // ...while run Y has looked the same names up.
+            let mut y = HiddenRun::begin(s, &submission(project.id, "y")).await.unwrap();
+            let prepared = Prepared::new(s, &y.known_issues(), tests(&["a", "b", "c"])).await.unwrap();
+            assert!(prepared.ids[0].is_some() && prepared.ids[1].is_some());
+            // X's removal deletes the names nothing else refers to yet.
+            crate::ingest::discard::discard_run(s, x.id).await.unwrap();
+            assert_eq!(db.scalar("SELECT COUNT(*) FROM suite_metadata WHERE kind = 'test'").await, 0);
+            y.write_tests(prepared).await.unwrap();
+            let dangling = db.scalar("SELECT COUNT(*) FROM tests t WHERE NOT EXISTS (SELECT 1 FROM suite_metadata m WHERE m.id = t.metadata_id)").await;
+            assert_eq!(dangling, 0, "every test refers to an existing name");
+            assert_eq!(db.scalar("SELECT COUNT(*) FROM tests").await, 3);
+        }
     }
 }
