@@ -30,6 +30,14 @@ impl TestCounts {
         }
     }
 
+    /// Adds another count to this one.
+    pub fn merge(&mut self, other: &TestCounts) {
+        self.pass += other.pass;
+        self.fail += other.fail;
+        self.xfail += other.xfail;
+        self.skip += other.skip;
+    }
+
     /// All tests counted.
     pub fn total(&self) -> i64 {
         self.pass + self.fail + self.xfail + self.skip
@@ -53,6 +61,12 @@ impl Geomean {
         }
     }
 
+    /// Adds the measurements of another mean to this one.
+    pub fn merge(&mut self, other: &Geomean) {
+        self.log_sum += other.log_sum;
+        self.count += other.count;
+    }
+
     /// The geometric mean so far.
     pub fn value(&self) -> f64 {
         if self.count == 0 {
@@ -72,6 +86,15 @@ pub struct StatusRow {
     pub metrics_summary: Geomean,
     /// Whether any metric was recorded.
     pub has_metrics: bool,
+}
+
+impl StatusRow {
+    /// Adds another row's counts and measurements to this one.
+    pub fn merge(&mut self, other: &StatusRow) {
+        self.tests.merge(&other.tests);
+        self.metrics_summary.merge(&other.metrics_summary);
+        self.has_metrics |= other.has_metrics;
+    }
 }
 
 /// Status rows of one test run, keyed by suite, plus the run's total.
@@ -99,6 +122,14 @@ impl<S: Eq + Hash> RunStatus<S> {
     pub fn add_tests(&mut self, suite: S, status: TestStatus, n: i64) {
         self.suites.entry(suite).or_default().tests.add(status, n);
         self.total.tests.add(status, n);
+    }
+
+    /// Adds the rows of a part of the run (a batch) to these.
+    pub fn merge(&mut self, other: RunStatus<S>) {
+        for (suite, row) in other.suites {
+            self.suites.entry(suite).or_default().merge(&row);
+        }
+        self.total.merge(&other.total);
     }
 
     /// Counts a metric of `suite` with its measurements.
@@ -140,5 +171,27 @@ mod tests {
         assert!(!s.suites[&1].has_metrics);
         assert!(s.suites[&3].has_metrics && s.total.has_metrics);
         assert!((s.suites[&3].metrics_summary.value() - 8.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn merged_parts_equal_the_whole() {
+        let mut whole = RunStatus::default();
+        let (mut a, mut b) = (RunStatus::default(), RunStatus::default());
+        for (i, status) in
+            [TestStatus::Pass, TestStatus::Fail, TestStatus::Xfail, TestStatus::Skip].into_iter().enumerate()
+        {
+            whole.add_test(i % 2, status);
+            if i < 2 {
+                a.add_test(i % 2, status)
+            } else {
+                b.add_test(i % 2, status)
+            }
+        }
+        whole.add_metric(0, &[2.0, 8.0]);
+        a.add_metric(0, &[2.0]);
+        b.add_metric(0, &[8.0]);
+        a.merge(b);
+        assert_eq!(a.total, whole.total);
+        assert_eq!(a.suites, whole.suites);
     }
 }

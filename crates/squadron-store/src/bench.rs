@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::ingest::batch::{insert_tests, Conflict, TestRow};
 use crate::ingest::names::{intern_missing, NameKind};
-use crate::ingest::run::{insert_tests, Conflict, HiddenRun, TestRow};
+use crate::ingest::run::HiddenRun;
 use crate::ingest::{Submission, MAX_BATCH_ROWS};
 use crate::{Store, StoreError};
 

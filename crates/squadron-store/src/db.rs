@@ -18,6 +18,9 @@ use crate::StoreError;
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Batches of one submission written at once on PostgreSQL.
+const POSTGRES_WRITE_PARALLELISM: usize = 2;
+
 /// How much of the SQLite file reader connections map into memory.
 const READER_MMAP_BYTES: &str = "1073741824";
 
@@ -175,6 +178,16 @@ impl Store {
         match self.engine() {
             Engine::Sqlite { .. } => "sqlite",
             Engine::Postgres(_) => "postgres",
+        }
+    }
+
+    /// How many batches of one submission are written at once: SQLite has
+    /// a single writer; PostgreSQL writes two (this machine kind has two
+    /// cores, and the database server does the work).
+    pub(crate) fn write_parallelism(&self) -> usize {
+        match self.engine() {
+            Engine::Sqlite { .. } => 1,
+            Engine::Postgres(_) => POSTGRES_WRITE_PARALLELISM,
         }
     }
 

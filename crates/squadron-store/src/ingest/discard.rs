@@ -93,6 +93,12 @@ async fn delete_results(store: &Store, table: &str, run: i64) -> Result<(), Stor
 /// Removes a hidden run (see the module documentation). Safe to call on a
 /// run that is already gone.
 pub(crate) async fn discard_run(store: &Store, run: i64) -> Result<(), StoreError> {
+    // First take the run from its writer: no batch can land in it after
+    // this (on PostgreSQL, this waits for batches being written).
+    let mut tx = store.begin_write().await?;
+    with_tx!(tx, c => sqlx::query("UPDATE testruns SET ingest_owner = NULL WHERE id = $1 AND NOT visible")
+        .bind(run).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
     delete_results(store, "tests", run).await?;
     delete_results(store, "metrics", run).await?;
 

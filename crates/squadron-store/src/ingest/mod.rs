@@ -11,19 +11,23 @@
 //! way every table returns to its earlier row count, interned names and
 //! suites included.
 
+pub(crate) mod batch;
 mod discard;
 pub(crate) mod names;
 pub(crate) mod run;
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
 use squadron_core::submission::{parse_metrics, parse_tests, InputError, RunMetadata};
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::blob::{Blob, BlobStore};
 use crate::{Store, StoreError};
-use run::{HiddenRun, Named, Prepared};
+use batch::{Named, Prepared, Written};
+use run::HiddenRun;
 
 /// The largest number of rows one ingestion transaction writes.
 pub const MAX_BATCH_ROWS: usize = 5000;
@@ -155,29 +159,44 @@ async fn feed(
     Ok(())
 }
 
-/// Writes parsed batches into the run, preparing each batch (a read, on
-/// another connection) while the one before it is being written.
+/// Writes parsed batches into the run. Each batch is prepared (its names
+/// looked up on a read connection) while earlier ones are being written;
+/// PostgreSQL writes [`Store::write_parallelism`] batches at once.
 async fn pipeline<T: Named>(run: &mut HiddenRun<'_>, mut batches: Batches<T>) -> Result<(), IngestError> {
     let store = run.store.clone();
     let known_issues = run.known_issues();
-    let mut pending: Option<Prepared<T>> = None;
-    let failed = loop {
-        let next = batches.next().await;
-        let step: Result<Option<Prepared<T>>, IngestError> = match (pending.take(), next) {
-            (None, None) => break None,
-            (Some(ready), None) => T::write(run, ready).await.map(|()| None),
-            (None, Some(batch)) => Prepared::new(&store, &known_issues, batch).await.map(Some).map_err(Into::into),
-            (Some(ready), Some(batch)) => {
-                let (written, prepared) =
-                    tokio::join!(T::write(run, ready), Prepared::new(&store, &known_issues, batch));
-                written.and(prepared.map(Some).map_err(Into::into))
+    let width = store.write_parallelism();
+    let mut writing: VecDeque<JoinHandle<Result<Written, IngestError>>> = VecDeque::new();
+    let mut failed = None;
+    while let Some(batch) = batches.next().await {
+        let step = async {
+            let prepared = Prepared::new(&store, &known_issues, batch).await?;
+            let suite_ids = run.claim_suites(&prepared).await?;
+            while writing.len() >= width {
+                let written = writing.pop_front().expect("a job in flight").await.expect("write jobs do not panic")?;
+                run.absorb(written).await?;
             }
+            writing.push_back(tokio::spawn(T::write(run.job(suite_ids, prepared))));
+            Ok::<(), IngestError>(())
         };
-        match step {
-            Ok(next) => pending = next,
-            Err(e) => break Some(e),
+        if let Err(e) = step.await {
+            failed = Some(e);
+            break;
         }
-    };
+    }
+    // Let every job in flight end before answering, so that a removal of
+    // the run that may follow sees all its rows.
+    while let Some(job) = writing.pop_front() {
+        match job.await.expect("write jobs do not panic") {
+            Ok(written) if failed.is_none() => {
+                if let Err(e) = run.absorb(written).await {
+                    failed = Some(e.into());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
     batches.finish(failed).await
 }
 

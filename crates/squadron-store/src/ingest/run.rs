@@ -7,18 +7,17 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::TryStreamExt;
-use sqlx::{QueryBuilder, Row};
+use sqlx::QueryBuilder;
 use squadron_core::known_issues::KnownIssueMatcher;
-use squadron_core::names::join_name;
 use squadron_core::results::TestStatus;
-use squadron_core::submission::{RunMetadata, SubmittedMetric, SubmittedTest};
+use squadron_core::submission::RunMetadata;
 use squadron_core::summary::{RunStatus, StatusRow};
 use uuid::Uuid;
 
+use super::batch::{parse_measurements, Job, Named, Prepared, RunIds, Written};
 use super::discard::discard_run;
-use super::names::{intern_missing, revalidate, values_placeholders, NameKind};
 use super::{IngestError, Submission};
-use crate::db::{EngineTx, WriteTx};
+use crate::db::WriteTx;
 use crate::{Store, StoreError};
 
 /// How often a writer renews its hidden run's heartbeat.
@@ -47,96 +46,6 @@ pub(crate) struct HiddenRun<'s> {
     recount: bool,
     known_issues: Arc<KnownIssueMatcher>,
     last_heartbeat: Instant,
-}
-
-/// A submitted item with a suite and a name.
-pub(crate) trait Named: Send + Sync + 'static {
-    /// The kind its name is interned as.
-    const KIND: NameKind;
-    /// `(suite, name)`.
-    fn key(&self) -> (&str, &str);
-    /// Writes a prepared batch of such items into the run.
-    fn write(
-        run: &mut HiddenRun<'_>,
-        batch: Prepared<Self>,
-    ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send
-    where
-        Self: Sized;
-}
-
-impl Named for SubmittedTest {
-    const KIND: NameKind = NameKind::Test;
-    fn key(&self) -> (&str, &str) {
-        (&self.suite, &self.name)
-    }
-    fn write(
-        run: &mut HiddenRun<'_>,
-        batch: Prepared<Self>,
-    ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send {
-        run.write_tests(batch)
-    }
-}
-
-impl Named for SubmittedMetric {
-    const KIND: NameKind = NameKind::Metric;
-    fn key(&self) -> (&str, &str) {
-        (&self.suite, &self.name)
-    }
-    fn write(
-        run: &mut HiddenRun<'_>,
-        batch: Prepared<Self>,
-    ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send {
-        run.write_metrics(batch)
-    }
-}
-
-/// A batch made ready outside any write transaction: repeated names
-/// folded, interned names looked up, known issues matched. Preparing the
-/// next batch overlaps with writing the previous one.
-pub(crate) struct Prepared<T> {
-    items: Vec<T>,
-    ids: Vec<Option<i64>>,
-    /// The name epoch the ids were looked up at.
-    epoch: i64,
-    /// Known issues matching each item (tests only; empty when none can match).
-    issues: Vec<Vec<i64>>,
-}
-
-impl<T: Named> Prepared<T> {
-    /// Prepares a parsed batch.
-    pub(crate) async fn new(
-        store: &Store,
-        known_issues: &KnownIssueMatcher,
-        batch: Vec<T>,
-    ) -> Result<Self, StoreError> {
-        let items = dedupe(batch, T::key);
-        let keys: Vec<(&str, &str)> = items.iter().map(T::key).collect();
-        let epoch = store.name_epoch().await?;
-        let ids = store.lookup_names(T::KIND, &keys).await?;
-        let issues = if T::KIND == NameKind::Test && !known_issues.is_empty() {
-            keys.iter().map(|(suite, name)| known_issues.matches(&join_name(suite, name))).collect()
-        } else {
-            Vec::new()
-        };
-        Ok(Prepared { items, ids, epoch, issues })
-    }
-}
-
-/// Keeps the first position and the last value of each key, like a JSON
-/// object read by Python's `json` module.
-fn dedupe<T>(batch: Vec<T>, key: impl Fn(&T) -> (&str, &str)) -> Vec<T> {
-    let keep: Vec<usize> = {
-        let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
-        for (i, item) in batch.iter().enumerate() {
-            last.insert(key(item), i);
-        }
-        if last.len() == batch.len() {
-            return batch;
-        }
-        batch.iter().filter_map(|item| last.remove(&key(item))).collect()
-    };
-    let mut slots: Vec<Option<T>> = batch.into_iter().map(Some).collect();
-    keep.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 impl<'s> HiddenRun<'s> {
@@ -294,82 +203,35 @@ impl<'s> HiddenRun<'s> {
         Ok(slugs.iter().map(|s| self.suites[*s]).collect())
     }
 
-    async fn heartbeat_if_due(&mut self, tx: &mut WriteTx) -> Result<(), StoreError> {
+    /// Suite ids for a prepared batch. Suites new to the run are created,
+    /// with the run's status row for each, in a short transaction of their
+    /// own before any row refers to them.
+    pub(crate) async fn claim_suites<T: Named>(&mut self, batch: &Prepared<T>) -> Result<Vec<i64>, StoreError> {
+        let slugs: Vec<&str> = batch.keys().into_iter().map(|(suite, _)| suite).collect();
+        if let Some(ids) = slugs.iter().map(|s| self.suites.get(*s).copied()).collect::<Option<Vec<i64>>>() {
+            return Ok(ids);
+        }
+        let mut tx = self.store.begin_write().await?;
+        let ids = self.ensure_suites(&mut tx, &slugs).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// A job writing `batch` into this run.
+    pub(crate) fn job<T: Named>(&self, suite_ids: Vec<i64>, batch: Prepared<T>) -> Job<T> {
+        Job { store: self.store.clone(), run: self.ids(), owner: self.owner.clone(), suite_ids, batch }
+    }
+
+    /// Counts a written batch, and renews the run's heartbeat when due.
+    pub(crate) async fn absorb(&mut self, written: Written) -> Result<(), StoreError> {
+        self.status.merge(written.status);
+        self.recount |= written.repeated;
         if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+            let mut tx = self.store.begin_write().await?;
             with_tx!(tx, c => sqlx::query("UPDATE testruns SET ingest_heartbeat_at = $2 WHERE id = $1")
                 .bind(self.id).bind(Utc::now()).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+            tx.commit().await?;
             self.last_heartbeat = Instant::now();
-        }
-        Ok(())
-    }
-
-    /// Writes one prepared batch of tests in one transaction.
-    pub(crate) async fn write_tests(&mut self, batch: Prepared<SubmittedTest>) -> Result<(), IngestError> {
-        let Prepared { items, ids: mut metadata, epoch, issues } = batch;
-        let keys: Vec<(&str, &str)> = items.iter().map(Named::key).collect();
-        let has_issue = |i: usize| issues.get(i).is_some_and(|v| !v.is_empty());
-        let mut tx = self.store.begin_write().await?;
-        let slugs: Vec<&str> = keys.iter().map(|k| k.0).collect();
-        let suite_ids = self.ensure_suites(&mut tx, &slugs).await?;
-        revalidate(&mut tx, epoch, NameKind::Test, &keys, &mut metadata).await?;
-        intern_missing(&mut tx, NameKind::Test, &keys, &mut metadata).await?;
-        let rows: Vec<TestRow> = items
-            .iter()
-            .enumerate()
-            .map(|(i, t)| TestRow {
-                suite_id: suite_ids[i],
-                metadata_id: metadata[i].expect("interned"),
-                result: t.result,
-                has_known_issues: has_issue(i),
-                log: t.log.as_deref(),
-            })
-            .collect();
-        let want_ids = !issues.is_empty();
-        let ids = insert_tests(&mut tx, self.ids(), &rows, Conflict::Ignore, want_ids).await?;
-        if ids.inserted < rows.len() {
-            // A name repeated from an earlier batch: the last value wins.
-            insert_tests(&mut tx, self.ids(), &rows, Conflict::Update, false).await?;
-            self.recount = true;
-        }
-        if want_ids {
-            link_known_issues(&mut tx, &ids.by_metadata, &rows, &issues).await?;
-        }
-        self.heartbeat_if_due(&mut tx).await?;
-        tx.commit().await?;
-        for row in &rows {
-            self.status.add_test(row.suite_id, TestStatus::of(row.result, row.has_known_issues));
-        }
-        Ok(())
-    }
-
-    /// Writes one prepared batch of metrics in one transaction.
-    pub(crate) async fn write_metrics(&mut self, batch: Prepared<SubmittedMetric>) -> Result<(), IngestError> {
-        let Prepared { items, ids: mut metadata, epoch, .. } = batch;
-        let keys: Vec<(&str, &str)> = items.iter().map(Named::key).collect();
-        let mut tx = self.store.begin_write().await?;
-        let slugs: Vec<&str> = keys.iter().map(|k| k.0).collect();
-        let suite_ids = self.ensure_suites(&mut tx, &slugs).await?;
-        revalidate(&mut tx, epoch, NameKind::Metric, &keys, &mut metadata).await?;
-        intern_missing(&mut tx, NameKind::Metric, &keys, &mut metadata).await?;
-        let rows: Vec<MetricRow> = items
-            .iter()
-            .enumerate()
-            .map(|(i, m)| MetricRow {
-                suite_id: suite_ids[i],
-                metadata_id: metadata[i].expect("interned"),
-                result: m.result,
-                measurements: format_measurements(&m.measurements),
-                unit: m.unit.as_deref(),
-            })
-            .collect();
-        if insert_metrics(&mut tx, self.ids(), &rows, Conflict::Ignore).await? < rows.len() {
-            insert_metrics(&mut tx, self.ids(), &rows, Conflict::Update).await?;
-            self.recount = true;
-        }
-        self.heartbeat_if_due(&mut tx).await?;
-        tx.commit().await?;
-        for (row, metric) in rows.iter().zip(items.iter()) {
-            self.status.add_metric(row.suite_id, &metric.measurements);
         }
         Ok(())
     }
@@ -475,209 +337,13 @@ impl<'s> HiddenRun<'s> {
     }
 }
 
-/// Formats measurements as SQUAD stores them: comma-separated.
-fn format_measurements(values: &[f64]) -> String {
-    values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",")
-}
-
-/// Parses stored measurements back.
-pub fn parse_measurements(text: &str) -> Vec<f64> {
-    text.split(',').filter_map(|v| v.trim().parse().ok()).collect()
-}
-
-#[derive(Clone, Copy)]
-pub(crate) struct RunIds {
-    pub(crate) test_run: i64,
-    pub(crate) build: i64,
-    pub(crate) environment: i64,
-}
-
-pub(crate) struct TestRow<'a> {
-    pub(crate) suite_id: i64,
-    pub(crate) metadata_id: i64,
-    pub(crate) result: Option<bool>,
-    pub(crate) has_known_issues: bool,
-    pub(crate) log: Option<&'a str>,
-}
-
-struct MetricRow<'a> {
-    suite_id: i64,
-    metadata_id: i64,
-    result: f64,
-    measurements: String,
-    unit: Option<&'a str>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Conflict {
-    /// Leave an existing row with the same name alone.
-    Ignore,
-    /// Overwrite an existing row with the same name.
-    Update,
-}
-
-/// What an insert of tests did.
-pub(crate) struct Inserted {
-    inserted: usize,
-    /// Ids of the inserted rows by metadata id, when asked for.
-    by_metadata: HashMap<i64, i64>,
-}
-
-fn on_conflict(conflict: Conflict, columns: &str) -> String {
-    match conflict {
-        Conflict::Ignore => " ON CONFLICT DO NOTHING".to_string(),
-        Conflict::Update => {
-            let sets: Vec<String> = columns.split(", ").map(|c| format!("{c} = excluded.{c}")).collect();
-            format!(" ON CONFLICT (test_run_id, metadata_id) DO UPDATE SET {}", sets.join(", "))
-        }
-    }
-}
-
-pub(crate) async fn insert_tests(
-    tx: &mut WriteTx,
-    run: RunIds,
-    rows: &[TestRow<'_>],
-    conflict: Conflict,
-    want_ids: bool,
-) -> Result<Inserted, StoreError> {
-    let head = "INSERT INTO tests (test_run_id, build_id, environment_id, suite_id, metadata_id, result, has_known_issues, log) SELECT";
-    let tail = on_conflict(conflict, "result, has_known_issues, log")
-        + if want_ids { " RETURNING id, metadata_id" } else { "" };
-    let (returned, inserted): (Vec<(i64, i64)>, u64) = match &mut tx.tx {
-        EngineTx::Sqlite(c) => {
-            let sql = format!(
-                "{head} ?, ?, ?, column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
-                values_placeholders(5, rows.len())
-            );
-            let mut q = sqlx::query(&sql).bind(run.test_run).bind(run.build).bind(run.environment);
-            for r in rows {
-                q = q.bind(r.suite_id).bind(r.metadata_id).bind(r.result).bind(r.has_known_issues).bind(r.log);
-            }
-            if want_ids {
-                let found: Vec<(i64, i64)> =
-                    q.fetch_all(&mut **c).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
-                let n = found.len() as u64;
-                (found, n)
-            } else {
-                (Vec::new(), q.execute(&mut **c).await?.rows_affected())
-            }
-        }
-        EngineTx::Postgres(c) => {
-            let sql = format!("{head} $1, $2, $3, s, m, r, k, l FROM UNNEST($4::bigint[], $5::bigint[], $6::bool[], $7::bool[], $8::text[]) AS v(s, m, r, k, l){tail}");
-            let q = sqlx::query(&sql)
-                .bind(run.test_run)
-                .bind(run.build)
-                .bind(run.environment)
-                .bind(rows.iter().map(|r| r.suite_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.metadata_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.result).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.has_known_issues).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.log).collect::<Vec<_>>());
-            if want_ids {
-                let found: Vec<(i64, i64)> =
-                    q.fetch_all(&mut **c).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
-                let n = found.len() as u64;
-                (found, n)
-            } else {
-                (Vec::new(), q.execute(&mut **c).await?.rows_affected())
-            }
-        }
-    };
-    Ok(Inserted { inserted: inserted as usize, by_metadata: returned.into_iter().map(|(id, m)| (m, id)).collect() })
-}
-
-async fn insert_metrics(
-    tx: &mut WriteTx,
-    run: RunIds,
-    rows: &[MetricRow<'_>],
-    conflict: Conflict,
-) -> Result<usize, StoreError> {
-    let head = "INSERT INTO metrics (test_run_id, build_id, environment_id, suite_id, metadata_id, result, measurements, unit) SELECT";
-    let tail = on_conflict(conflict, "result, measurements, unit");
-    let done = match &mut tx.tx {
-        EngineTx::Sqlite(c) => {
-            let sql = format!(
-                "{head} ?, ?, ?, column1, column2, column3, column4, column5 FROM (VALUES {}) WHERE true{tail}",
-                values_placeholders(5, rows.len())
-            );
-            let mut q = sqlx::query(&sql).bind(run.test_run).bind(run.build).bind(run.environment);
-            for r in rows {
-                q = q.bind(r.suite_id).bind(r.metadata_id).bind(r.result).bind(&r.measurements).bind(r.unit);
-            }
-            q.execute(&mut **c).await?.rows_affected()
-        }
-        EngineTx::Postgres(c) => {
-            let sql = format!("{head} $1, $2, $3, s, m, r, ms, u FROM UNNEST($4::bigint[], $5::bigint[], $6::float8[], $7::text[], $8::text[]) AS v(s, m, r, ms, u){tail}");
-            sqlx::query(&sql)
-                .bind(run.test_run)
-                .bind(run.build)
-                .bind(run.environment)
-                .bind(rows.iter().map(|r| r.suite_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.metadata_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.result).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.measurements.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.unit).collect::<Vec<_>>())
-                .execute(&mut **c)
-                .await?
-                .rows_affected()
-        }
-    };
-    Ok(done as usize)
-}
-
-async fn link_known_issues(
-    tx: &mut WriteTx,
-    ids: &HashMap<i64, i64>,
-    rows: &[TestRow<'_>],
-    issues: &[Vec<i64>],
-) -> Result<(), StoreError> {
-    let links: Vec<(i64, i64)> = rows
-        .iter()
-        .zip(issues)
-        .filter_map(|(row, found)| ids.get(&row.metadata_id).map(|test_id| (*test_id, found)))
-        .flat_map(|(test_id, found)| found.iter().map(move |issue| (test_id, *issue)))
-        .collect();
-    for chunk in links.chunks(5000) {
-        with_tx!(tx, c => {
-            let mut qb = QueryBuilder::new("INSERT INTO test_known_issues (test_id, known_issue_id) ");
-            qb.push_values(chunk, |mut b, (test, issue)| {
-                b.push_bind(*test).push_bind(*issue);
-            });
-            qb.push(" ON CONFLICT DO NOTHING");
-            qb.build().execute(&mut *c).await?;
-        });
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dedupe_keeps_first_position_and_last_value() {
-        let batch = vec![("a", "x", 1), ("b", "y", 2), ("a", "x", 3), ("c", "z", 4)];
-        let out = dedupe(batch, |t| (t.0, t.1));
-        assert_eq!(out, vec![("a", "x", 3), ("b", "y", 2), ("c", "z", 4)]);
-        let unique = vec![("a", "x", 1), ("a", "y", 2)];
-        assert_eq!(dedupe(unique.clone(), |t| (t.0, t.1)), unique);
-    }
-
-    #[test]
-    fn measurements_round_trip() {
-        let values = [10.0, 1.5, 1e300, -2.25, 1e-7];
-        let text = format_measurements(&values);
-        assert_eq!(text, "10.0,1.5,1e300,-2.25,1e-7");
-        assert_eq!(parse_measurements(&text), values);
-    }
-}
-
 #[cfg(all(test, feature = "testing"))]
 mod race_tests {
     use super::*;
     use crate::projects::NewProject;
     #[allow(unused_imports)]
     use crate::testing::TestDb;
+    use squadron_core::submission::SubmittedTest;
 
     fn submission(project_id: i64, build: &str) -> Submission {
         Submission {
@@ -700,26 +366,53 @@ mod race_tests {
             .collect()
     }
 
+    async fn write(run: &mut HiddenRun<'_>, batch: Prepared<SubmittedTest>) -> Result<(), IngestError> {
+        let suites = run.claim_suites(&batch).await?;
+        let written = SubmittedTest::write(run.job(suites, batch)).await?;
+        Ok(run.absorb(written).await?)
+    }
+
+    async fn project(db: &TestDb) -> i64 {
+        let group = db.store.create_group("g", None).await.unwrap();
+        db.store
+            .create_project(NewProject { group_id: group.id, slug: "p", is_public: true, ..Default::default() })
+            .await
+            .unwrap()
+            .id
+    }
+
     crate::both_engines! {
         async fn names_deleted_between_lookup_and_write_are_looked_up_again(db: TestDb) {
             let s = &db.store;
-            let group = s.create_group("g", None).await.unwrap();
-            let project = s.create_project(NewProject { group_id: group.id, slug: "p", is_public: true, ..Default::default() }).await.unwrap();
+            let p = project(&db).await;
             // Run X interns the names, then is being rejected...
-            let mut x = HiddenRun::begin(s, &submission(project.id, "x")).await.unwrap();
+            let mut x = HiddenRun::begin(s, &submission(p, "x")).await.unwrap();
             let batch = Prepared::new(s, &x.known_issues(), tests(&["a", "b"])).await.unwrap();
-            x.write_tests(batch).await.unwrap();
+            write(&mut x, batch).await.unwrap();
             // ...while run Y has looked the same names up.
-            let mut y = HiddenRun::begin(s, &submission(project.id, "y")).await.unwrap();
+            let mut y = HiddenRun::begin(s, &submission(p, "y")).await.unwrap();
             let prepared = Prepared::new(s, &y.known_issues(), tests(&["a", "b", "c"])).await.unwrap();
-            assert!(prepared.ids[0].is_some() && prepared.ids[1].is_some());
             // X's removal deletes the names nothing else refers to yet.
             crate::ingest::discard::discard_run(s, x.id).await.unwrap();
             assert_eq!(db.scalar("SELECT COUNT(*) FROM suite_metadata WHERE kind = 'test'").await, 0);
-            y.write_tests(prepared).await.unwrap();
+            write(&mut y, prepared).await.unwrap();
             let dangling = db.scalar("SELECT COUNT(*) FROM tests t WHERE NOT EXISTS (SELECT 1 FROM suite_metadata m WHERE m.id = t.metadata_id)").await;
             assert_eq!(dangling, 0, "every test refers to an existing name");
             assert_eq!(db.scalar("SELECT COUNT(*) FROM tests").await, 3);
+        }
+
+        async fn no_batch_lands_in_a_run_being_removed(db: TestDb) {
+            let s = &db.store;
+            let p = project(&db).await;
+            let before = db.table_counts().await;
+            let mut run = HiddenRun::begin(s, &submission(p, "x")).await.unwrap();
+            let batch = Prepared::new(s, &run.known_issues(), tests(&["a", "b"])).await.unwrap();
+            let suites = run.claim_suites(&batch).await.unwrap();
+            let job = run.job(suites, batch);
+            crate::ingest::discard::discard_run(s, run.id).await.unwrap();
+            let outcome = SubmittedTest::write(job).await;
+            assert!(matches!(outcome, Err(IngestError::Swept)), "a late batch is refused");
+            assert_eq!(db.table_counts().await, before);
         }
     }
 }
