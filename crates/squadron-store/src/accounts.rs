@@ -132,6 +132,16 @@ impl Store {
         Ok(with_reader!(self, pool => sqlx::query_as(&sql).bind(slug).fetch_optional(pool).await)?)
     }
 
+    /// Changes a group's name and description (`None` leaves one as it is).
+    pub async fn update_group(&self, id: i64, name: Option<&str>, description: Option<&str>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        with_tx!(tx, c => sqlx::query(
+            "UPDATE groups SET name = COALESCE($2, name), description = COALESCE($3, description) WHERE id = $1",
+        ).bind(id).bind(name).bind(description).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Makes the user a member of the group with `role`, or changes the
     /// role of an existing member. Returns the previous role, if any.
     pub async fn set_member(&self, group_id: i64, user_id: i64, role: Role) -> Result<Option<Role>, StoreError> {

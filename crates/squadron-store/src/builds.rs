@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use squadron_core::callbacks::CallbackSpec;
 
+use crate::sql::{fetch_id_in, push_assignments, Assignments, Sql};
 use crate::{Store, StoreError};
 
 /// A build: one version of a project.
@@ -116,6 +117,51 @@ impl Store {
         }
         tx.commit().await?;
         Ok((build, created))
+    }
+
+    /// Creates an environment in a project with the given fields (`slug`
+    /// among them); returns its id.
+    pub async fn create_environment(&self, project_id: i64, set: &Assignments) -> Result<i64, StoreError> {
+        let mut sql = Sql::new("INSERT INTO environments (project_id");
+        for (column, _) in set {
+            sql.push(", ").push(column);
+        }
+        sql.push(") VALUES (").bind(project_id);
+        for (_, value) in set {
+            match value {
+                Some(v) => sql.push(", ").bind(v.clone()),
+                None => sql.push(", NULL"),
+            };
+        }
+        sql.push(") RETURNING id");
+        let mut tx = self.begin_write().await?;
+        let id = fetch_id_in(&mut tx, &sql).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Sets fields of an environment.
+    pub async fn update_environment(&self, id: i64, set: &Assignments) -> Result<(), StoreError> {
+        if set.is_empty() {
+            return Ok(());
+        }
+        let mut sql = Sql::new("UPDATE environments SET ");
+        push_assignments(&mut sql, set);
+        sql.push(" WHERE id = ").bind(id);
+        self.execute(&sql).await?;
+        Ok(())
+    }
+
+    /// Sets fields of a build.
+    pub async fn update_build(&self, id: i64, set: &Assignments) -> Result<(), StoreError> {
+        if set.is_empty() {
+            return Ok(());
+        }
+        let mut sql = Sql::new("UPDATE builds SET ");
+        push_assignments(&mut sql, set);
+        sql.push(" WHERE id = ").bind(id);
+        self.execute(&sql).await?;
+        Ok(())
     }
 
     /// Creates a patch source (used by tests and administration).

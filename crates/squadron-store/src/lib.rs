@@ -12,6 +12,7 @@ pub mod builds;
 mod error;
 pub mod ingest;
 pub mod projects;
+pub mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use squadron_core::names::is_valid_slug;
 
+use crate::sql::{execute_in, push_assignments, Assignments, Sql};
 use crate::{Store, StoreError};
 
 /// A project, with SQUAD's fields.
@@ -53,6 +54,13 @@ pub(crate) const PROJECT_COLUMNS: &str = "id, group_id, slug, name, is_public, h
     notification_timeout, data_retention_days, project_settings, is_archived, \
     force_finishing_builds_on_timeout, build_confidence_count, build_confidence_threshold";
 
+fn project_update(id: i64, set: &Assignments) -> Sql {
+    let mut sql = Sql::new("UPDATE projects SET ");
+    push_assignments(&mut sql, set);
+    sql.push(" WHERE id = ").bind(id);
+    sql
+}
+
 impl Project {
     /// `group/slug`, given the group's slug.
     pub fn full_name(&self, group_slug: &str) -> String {
@@ -86,6 +94,11 @@ pub struct NewProject<'a> {
 impl Store {
     /// Creates a project.
     pub async fn create_project(&self, new: NewProject<'_>) -> Result<Project, StoreError> {
+        self.create_project_with(new, &Vec::new()).await
+    }
+
+    /// Creates a project and sets more of its fields, in one transaction.
+    pub async fn create_project_with(&self, new: NewProject<'_>, set: &Assignments) -> Result<Project, StoreError> {
         if !is_valid_slug(new.slug) {
             return Err(StoreError::Invalid(format!(
                 "invalid project slug {:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit",
@@ -101,15 +114,28 @@ impl Store {
             .bind(new.group_id).bind(new.slug).bind(new.name).bind(new.is_public)
             .bind(new.enabled_plugins_list).bind(Utc::now())
             .fetch_one(&mut *c).await);
-        let project = project.map_err(StoreError::from).map_err(|e| {
+        let mut project = project.map_err(StoreError::from).map_err(|e| {
             if e.is_unique_violation() {
                 StoreError::AlreadyExists(format!("project {:?}", new.slug))
             } else {
                 e
             }
         })?;
+        if !set.is_empty() {
+            execute_in(&mut tx, &project_update(project.id, set)).await?;
+            let select = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1");
+            project = with_tx!(tx, c => sqlx::query_as(&select).bind(project.id).fetch_one(&mut *c).await)?;
+        }
         tx.commit().await?;
         Ok(project)
+    }
+
+    /// Sets fields of a project.
+    pub async fn update_project(&self, id: i64, set: &Assignments) -> Result<(), StoreError> {
+        if !set.is_empty() {
+            self.execute(&project_update(id, set)).await?;
+        }
+        Ok(())
     }
 
     /// Finds a project of a group by slug.

@@ -49,6 +49,19 @@ pub(crate) async fn native_user(state: &AppState, headers: &HeaderMap) -> Result
     }
 }
 
+/// The user of a REST endpoint: a wrong token is refused with 403
+/// `{"detail": "Invalid token."}`, as DRF does.
+pub(crate) async fn rest_user(state: &AppState, headers: &HeaderMap) -> Result<Option<User>, ApiError> {
+    match presented_token(headers, false) {
+        Presented::None => Ok(None),
+        Presented::Malformed => Err(ApiError::forbidden("Invalid token header. No credentials provided.")),
+        Presented::Token(key) => match state.store.user_by_token(&key).await? {
+            Some(user) => Ok(Some(user)),
+            None => Err(ApiError::forbidden("Invalid token.")),
+        },
+    }
+}
+
 /// What a caller may do with a group.
 pub(crate) async fn caller_in(state: &AppState, user: Option<&User>, group_id: i64) -> Result<Caller, ApiError> {
     Ok(match user {

@@ -6,6 +6,7 @@ mod auth;
 pub mod error;
 mod form;
 mod native;
+mod rest;
 mod urlencoded;
 
 use std::sync::Arc;
@@ -24,11 +25,14 @@ pub use native::VERSION;
 pub struct WebConfig {
     /// The largest request body accepted, in bytes (413 beyond).
     pub max_upload_bytes: u64,
+    /// The base of absolute URLs in API answers (`https://squad.example.com`);
+    /// without it, the scheme and host the client used.
+    pub base_url: Option<String>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { max_upload_bytes: 1024 * 1024 * 1024 }
+        WebConfig { max_upload_bytes: 1024 * 1024 * 1024, base_url: None }
     }
 }
 
@@ -52,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/createbuild/{group}/{project}/{version}/", post(native::create_build))
         .route("/api/version/", get(native::version))
         .route("/api/version", get(native::version))
+        .merge(rest::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)

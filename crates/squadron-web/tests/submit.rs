@@ -145,7 +145,7 @@ both_engines! {
     }
 
     async fn over_size_uploads_get_413(db: TestDb) {
-        let api = Api::start(db, WebConfig { max_upload_bytes: 64 * 1024 }).await;
+        let api = Api::start(db, WebConfig { max_upload_bytes: 64 * 1024, ..WebConfig::default() }).await;
         let before = api.db.table_counts().await;
         let big = vec![b'x'; 100 * 1024];
         let (status, body) = api.post_multipart(SUBMIT, Some(&api.submitter), &[], &[("log", "log.txt", &big)]).await;

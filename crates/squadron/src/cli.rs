@@ -68,6 +68,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SQUADRON_BIND", default_value = "127.0.0.1:8000")]
     pub bind: String,
 
+    /// The base of absolute URLs in API answers (e.g. https://squad.example.com);
+    /// by default, the scheme and host the client used.
+    #[arg(long, env = "SQUADRON_BASE_URL")]
+    pub base_url: Option<String>,
+
     /// Largest accepted request body, in bytes (larger uploads get 413).
     #[arg(long, env = "SQUADRON_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,

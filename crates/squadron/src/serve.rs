@@ -46,7 +46,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let state = AppState {
         store: store.clone(),
         blobs,
-        config: Arc::new(WebConfig { max_upload_bytes: args.max_upload_bytes }),
+        config: Arc::new(WebConfig { max_upload_bytes: args.max_upload_bytes, base_url: args.base_url.clone() }),
     };
     let listener =
         tokio::net::TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;

@@ -11,7 +11,7 @@ mod tests;
 
 use std::fmt;
 
-pub use metadata::{metadata_from_form_fields, parse_metadata, RunMetadata, SPECIAL_METADATA_FIELDS};
+pub use metadata::{metadata_from_form_fields, parse_datetime, parse_metadata, RunMetadata, SPECIAL_METADATA_FIELDS};
 pub use metrics::{parse_metrics, SubmittedMetric};
 pub use tests::{parse_tests, SubmittedTest};
 

@@ -26,6 +26,7 @@ use tracing::warn;
 
 use crate::blob::{Blob, BlobStore};
 use crate::{Store, StoreError};
+pub use batch::parse_measurements;
 use batch::{Named, Prepared, Written};
 use run::HiddenRun;
 

@@ -1,0 +1,265 @@
+//! `/api/builds/` and `/api/projects/<id>/builds/`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use squadron_store::sql::{Assignments, Sql, Value as SqlValue};
+
+use super::filter::{field, relation, FilterSet, Filters, Kind, Lookup, EXACT_IN, ORDERED};
+use super::page::{fetch, Keyed, Paging};
+use super::projects::{visible_project, PROJECT_FILTERS};
+use super::{field_error, not_found, not_implemented, time, Input, Rest};
+use crate::auth::caller_in;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// SQUAD's `BuildFilter`.
+pub(crate) static BUILD_FILTERS: FilterSet = FilterSet {
+    fields: &[
+        field("version", "{p}version", Kind::Text, &[Lookup::Exact, Lookup::In, Lookup::StartsWith]),
+        field("id", "{p}id", Kind::Int, &[Lookup::Exact, Lookup::In, Lookup::Lt, Lookup::Lte, Lookup::Gt, Lookup::Gte]),
+        field("created_at", "{p}created_at", Kind::Time, ORDERED),
+        field("is_release", "{p}is_release", Kind::Bool, EXACT_IN),
+    ],
+    relations: &[relation("project", "{p}project_id", "projects", &PROJECT_FILTERS)],
+    unsupported: &["status"],
+};
+
+/// Whether a build is finished, by SQUAD's rule: no CI job of it is still
+/// pending, it has jobs or runs, and every environment of the project that
+/// expects test runs has that many completed ones.
+const FINISHED: &str = "(CASE \
+    WHEN EXISTS (SELECT 1 FROM testjobs j WHERE j.target_build_id = b.id AND (NOT j.fetched OR j.job_status = 'Fetching')) THEN FALSE \
+    WHEN NOT EXISTS (SELECT 1 FROM testjobs j WHERE j.target_build_id = b.id) \
+         AND NOT EXISTS (SELECT 1 FROM testruns r WHERE r.build_id = b.id AND r.visible) THEN FALSE \
+    WHEN EXISTS (SELECT 1 FROM environments e WHERE e.project_id = b.project_id AND e.expected_test_runs > 0 \
+         AND (SELECT COUNT(*) FROM testruns r WHERE r.build_id = b.id AND r.environment_id = e.id AND r.completed AND r.visible) \
+             < e.expected_test_runs) THEN FALSE \
+    ELSE TRUE END)";
+
+#[derive(sqlx::FromRow)]
+struct BuildRow {
+    id: i64,
+    project_id: i64,
+    version: String,
+    created_at: DateTime<Utc>,
+    datetime: DateTime<Utc>,
+    patch_source_id: Option<i64>,
+    patch_baseline_id: Option<i64>,
+    patch_id: Option<String>,
+    patch_url: Option<String>,
+    patch_notified: bool,
+    keep_data: bool,
+    is_release: bool,
+    release_label: Option<String>,
+    finished: bool,
+}
+
+impl Keyed for BuildRow {
+    fn key(&self) -> i64 {
+        self.id
+    }
+}
+
+fn select() -> String {
+    format!(
+        "SELECT b.id, b.project_id, b.version, b.created_at, b.datetime, b.patch_source_id, b.patch_baseline_id, \
+         b.patch_id, b.patch_url, b.patch_notified, b.keep_data, b.is_release, b.release_label, {FINISHED} AS finished \
+         FROM builds b"
+    )
+}
+
+fn render(rest: &Rest, b: &BuildRow) -> Value {
+    let link = |what: &str| json!(rest.api(&format!("builds/{}/{what}/", b.id)));
+    let mut m = Map::new();
+    m.insert("url".into(), json!(rest.api(&format!("builds/{}/", b.id))));
+    m.insert("id".into(), json!(b.id));
+    m.insert("testruns".into(), link("testruns"));
+    m.insert("testjobs".into(), link("testjobs"));
+    m.insert("status".into(), link("status"));
+    m.insert("metadata".into(), link("metadata"));
+    m.insert("finished".into(), json!(b.finished));
+    m.insert("version".into(), json!(b.version));
+    m.insert("created_at".into(), time(&b.created_at));
+    m.insert("datetime".into(), time(&b.datetime));
+    m.insert("patch_id".into(), json!(b.patch_id));
+    m.insert("patch_url".into(), json!(b.patch_url));
+    m.insert("patch_notified".into(), json!(b.patch_notified));
+    m.insert("keep_data".into(), json!(b.keep_data));
+    m.insert("is_release".into(), json!(b.is_release));
+    m.insert("release_label".into(), json!(b.release_label));
+    m.insert("project".into(), json!(rest.api(&format!("projects/{}/", b.project_id))));
+    m.insert("patch_source".into(), json!(b.patch_source_id.map(|id| rest.api(&format!("patchsources/{id}/")))));
+    m.insert("patch_baseline".into(), json!(b.patch_baseline_id.map(|id| rest.api(&format!("builds/{id}/")))));
+    rest.trim(m)
+}
+
+const PAGING: Paging = Paging::LimitOffset {
+    default: "b.datetime DESC",
+    fields: &[("id", "b.id"), ("version", "b.version"), ("created_at", "b.created_at"), ("datetime", "b.datetime")],
+    search: &["b.version"],
+};
+
+async fn list_where(rest: &Rest, mut conditions: Sql) -> Result<Json<Value>, ApiError> {
+    rest.visible(&mut conditions, "b.project_id");
+    Filters { engine: rest.state.store.engine_name() }.apply(&BUILD_FILTERS, "b.", &rest.params, &mut conditions)?;
+    let page = fetch::<BuildRow>(rest, &select(), conditions, "b.id", &PAGING).await?;
+    Ok(Json(page.into_json(|b| render(rest, b))))
+}
+
+async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
+    list_where(&rest, Sql::new(" WHERE TRUE")).await
+}
+
+/// `/api/projects/<id>/builds/`.
+pub(crate) async fn project_builds(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    visible_project(&rest, id).await?;
+    let mut conditions = Sql::new(" WHERE b.project_id = ");
+    conditions.bind(id);
+    list_where(&rest, conditions).await
+}
+
+/// A build the caller may see.
+async fn one(rest: &Rest, id: i64) -> Result<BuildRow, ApiError> {
+    let mut sql = Sql::new(&select());
+    sql.push(" WHERE b.id = ").bind(id);
+    rest.visible(&mut sql, "b.project_id");
+    rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)
+}
+
+/// Checks that the build exists and the caller may see it.
+pub(crate) async fn check_visible(rest: &Rest, id: i64) -> Result<(), ApiError> {
+    let mut sql = Sql::new("SELECT b.id FROM builds b WHERE b.id = ");
+    sql.bind(id);
+    rest.visible(&mut sql, "b.project_id");
+    let found: Option<(i64,)> = rest.state.store.fetch_optional(&sql).await?;
+    found.map(|_| ()).ok_or_else(not_found)
+}
+
+async fn detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(render(&rest, &one(&rest, id).await?)))
+}
+
+/// `PATCH`/`PUT /api/builds/<id>/`: release marking and data keeping, by
+/// the project group's admins.
+async fn update(
+    rest: Rest,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let build = one(&rest, id).await?;
+    let project = visible_project(&rest, build.project_id).await?;
+    if !caller_in(&state, rest.user.as_ref(), project.group_id).await?.can_write() {
+        return Err(ApiError::forbidden("You do not have permission to perform this action."));
+    }
+    let input = Input::read(&state, &headers, body).await?;
+    if input.text("version")?.is_some_and(|v| v != build.version) {
+        return Err(field_error("version", "a build's version cannot be changed"));
+    }
+    let mut set: Assignments = Vec::new();
+    for name in ["is_release", "keep_data"] {
+        if let Some(v) = input.boolean(name)? {
+            set.push((name, Some(v.into())));
+        }
+    }
+    if input.has("release_label") {
+        set.push(("release_label", input.text("release_label")?.map(SqlValue::from)));
+    }
+    state.store.update_build(id, &set).await?;
+    Ok(Json(render(&rest, &one(&rest, id).await?)))
+}
+
+#[derive(sqlx::FromRow)]
+struct RunMetadata {
+    id: i64,
+    metadata_file: Option<String>,
+}
+
+async fn runs_metadata(rest: &Rest, id: i64) -> Result<Vec<(i64, Map<String, Value>)>, ApiError> {
+    check_visible(rest, id).await?;
+    let mut sql = Sql::new("SELECT id, metadata_file FROM testruns WHERE visible AND build_id = ");
+    sql.bind(id).push(" ORDER BY id");
+    let rows: Vec<RunMetadata> = rest.state.store.fetch_all(&sql).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let metadata = r
+                .metadata_file
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<Map<String, Value>>(t).ok())
+                .unwrap_or_default();
+            (r.id, metadata)
+        })
+        .collect())
+}
+
+/// The text Python's `str` gives a JSON value, to sort values like SQUAD.
+fn python_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `/api/builds/<id>/metadata/`: the union of the runs' metadata; a key with
+/// several distinct values gets the sorted list of them.
+async fn metadata(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let mut merged: Map<String, Value> = Map::new();
+    for (_, metadata) in runs_metadata(&rest, id).await? {
+        for (key, value) in metadata {
+            let entry = merged.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(values) = entry {
+                if !values.contains(&value) {
+                    values.push(value);
+                }
+            }
+        }
+    }
+    for value in merged.values_mut() {
+        if let Value::Array(values) = value {
+            if values.len() == 1 {
+                *value = values.pop().unwrap_or(Value::Null);
+            } else {
+                values.sort_by_key(python_str);
+            }
+        }
+    }
+    Ok(Json(Value::Object(merged)))
+}
+
+/// `/api/builds/<id>/metadata_by_testrun/`.
+async fn metadata_by_testrun(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let by_run: Map<String, Value> = runs_metadata(&rest, id)
+        .await?
+        .into_iter()
+        .map(|(run, metadata)| (run.to_string(), Value::Object(metadata)))
+        .collect();
+    Ok(Json(Value::Object(by_run)))
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    let pending = |what: &'static str| move || async move { not_implemented(what) };
+    Router::new()
+        .route("/api/builds/", get(list))
+        .route("/api/builds/{id}/", get(detail).patch(update).put(update).delete(pending("deleting a build")))
+        .route("/api/builds/{id}/metadata/", get(metadata))
+        .route("/api/builds/{id}/metadata_by_testrun/", get(metadata_by_testrun))
+        .route("/api/builds/{id}/testruns/", get(super::testruns::build_testruns))
+        .route("/api/builds/{id}/tests/", get(super::tests::build_tests))
+        .route("/api/builds/{id}/metrics/", get(super::tests::build_metrics))
+        .route("/api/builds/{id}/status/", get(pending("build status")))
+        .route("/api/builds/{id}/testjobs/", get(pending("CI test jobs")))
+        .route("/api/builds/{id}/testjobs_summary/", get(pending("CI test jobs")))
+        .route("/api/builds/{id}/failures_with_confidence/", get(pending("failures with confidence")))
+        .route("/api/builds/{id}/cancel/", post(pending("CI test jobs")))
+        .route("/api/builds/{id}/email/", get(pending("build reports")))
+        .route("/api/builds/{id}/report/", get(pending("build reports")).post(pending("build reports")))
+        .route("/api/builds/{id}/callbacks/", get(pending("build callbacks")).post(pending("build callbacks")))
+        .route("/api/builds/{id}/compare/", get(pending("comparing builds")))
+}

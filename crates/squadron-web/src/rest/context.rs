@@ -1,0 +1,173 @@
+//! What every REST handler needs: the caller, the base of absolute URLs,
+//! the query parameters, and which projects the caller may see.
+
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use serde_json::{Map, Value};
+use squadron_store::accounts::User;
+use squadron_store::sql::Sql;
+
+use crate::auth::rest_user;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// A REST request.
+pub(crate) struct Rest {
+    pub state: AppState,
+    pub user: Option<User>,
+    /// `scheme://host`, without a trailing slash.
+    pub base: String,
+    /// The request path, for pagination links.
+    pub path: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl FromRequestParts<AppState> for Rest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Rest, ApiError> {
+        let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |o| &o.0);
+        let params = uri.query().map(form_urlencoded).unwrap_or_default();
+        Ok(Rest {
+            user: rest_user(state, &parts.headers).await?,
+            base: base_url(state.config.base_url.as_deref(), &parts.headers),
+            path: uri.path().to_string(),
+            params,
+            state: state.clone(),
+        })
+    }
+}
+
+/// Decodes a query string.
+pub(crate) fn form_urlencoded(query: &str) -> Vec<(String, String)> {
+    let mut decoder = crate::urlencoded::Decoder::default();
+    let mut events = Vec::new();
+    decoder.feed(query.as_bytes(), &mut events);
+    decoder.finish(&mut events);
+    let mut pairs = Vec::new();
+    let mut current: Option<(String, Vec<u8>)> = None;
+    for event in events {
+        match event {
+            crate::urlencoded::Event::Start(name) => current = Some((name, Vec::new())),
+            crate::urlencoded::Event::Data(bytes) => {
+                if let Some((_, value)) = current.as_mut() {
+                    value.extend(bytes);
+                }
+            }
+            crate::urlencoded::Event::End => {
+                if let Some((name, value)) = current.take() {
+                    pairs.push((name, String::from_utf8_lossy(&value).into_owned()));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+/// The base of absolute URLs: `SQUADRON_BASE_URL` when set, else the
+/// scheme and host the client used (`X-Forwarded-Proto`, `X-Forwarded-Host`,
+/// `Host`), as Django behind a proxy does.
+fn base_url(configured: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(base) = configured {
+        return base.trim_end_matches('/').to_string();
+    }
+    let header = |name: &str| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+    };
+    let scheme = header("x-forwarded-proto").filter(|s| !s.is_empty()).unwrap_or_else(|| "http".into());
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{scheme}://{host}")
+}
+
+impl Rest {
+    /// The value of a query parameter (the last one given).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// An absolute API URL: `api("builds/3/")`.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/{path}", self.base)
+    }
+
+    /// An absolute URL of this request's path with other parameters.
+    pub fn self_url(&self, params: &[(String, String)]) -> String {
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        if query.is_empty() {
+            format!("{}{}", self.base, self.path)
+        } else {
+            format!("{}{}?{}", self.base, self.path, query.join("&"))
+        }
+    }
+
+    /// Appends ` AND <column> IN (projects the caller may see)`, unless the
+    /// caller is a superuser (who sees all).
+    pub fn visible(&self, sql: &mut Sql, project_column: &str) {
+        match &self.user {
+            Some(user) if user.is_superuser => {}
+            Some(user) => {
+                sql.push(&format!(
+                    " AND {project_column} IN (SELECT id FROM projects WHERE is_public OR group_id IN \
+                     (SELECT group_id FROM group_members WHERE user_id = "
+                ))
+                .bind(user.id)
+                .push("))");
+            }
+            None => {
+                sql.push(&format!(" AND {project_column} IN (SELECT id FROM projects WHERE is_public)"));
+            }
+        }
+    }
+
+    /// Keeps only the keys listed in `?fields=`, if given.
+    pub fn trim(&self, mut object: Map<String, Value>) -> Value {
+        if let Some(fields) = self.param("fields").filter(|f| !f.is_empty()) {
+            let wanted: Vec<&str> = fields.split(',').map(str::trim).collect();
+            object.retain(|k, _| wanted.contains(&k.as_str()));
+        }
+        Value::Object(object)
+    }
+}
+
+/// Percent-encodes a query component.
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let mut h = HeaderMap::new();
+        assert_eq!(base_url(None, &h), "http://localhost");
+        h.insert("host", "squad.example.com:8000".parse().unwrap());
+        assert_eq!(base_url(None, &h), "http://squad.example.com:8000");
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-forwarded-host", "qa.example.com, proxy".parse().unwrap());
+        assert_eq!(base_url(None, &h), "https://qa.example.com");
+        assert_eq!(base_url(Some("https://fixed.example/"), &h), "https://fixed.example");
+    }
+
+    #[test]
+    fn queries() {
+        assert_eq!(
+            form_urlencoded("a=1&b=x%2By+z&fields=id,name"),
+            vec![("a".into(), "1".into()), ("b".into(), "x+y z".into()), ("fields".into(), "id,name".into())]
+        );
+        assert_eq!(encode("a b/c=d"), "a%20b%2Fc%3Dd");
+    }
+}

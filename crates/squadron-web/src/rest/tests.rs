@@ -1,0 +1,341 @@
+//! `/api/tests/` and `/api/metrics/`, and the tests and metrics of a build,
+//! a run or a suite.
+
+use std::collections::HashMap;
+
+use axum::extract::Path;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use squadron_core::names::join_name;
+use squadron_core::results::TestStatus;
+use squadron_store::ingest::parse_measurements;
+use squadron_store::sql::{Sql, Value as SqlValue};
+
+use super::builds::{check_visible, BUILD_FILTERS};
+use super::environments::ENVIRONMENT_FILTERS;
+use super::filter::{field, relation, Field, FilterSet, Filters, Kind, Lookup, Relation, EXACT_IN};
+use super::knownissues::KNOWN_ISSUE_FILTERS;
+use super::page::{fetch, Keyed, Paging};
+use super::suites::{check_suite, SUITE_FILTERS, SUITE_METADATA_FILTERS};
+use super::testruns::{check_run, TESTRUN_FILTERS};
+use super::{not_found, not_implemented, Rest};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// SQUAD's legacy `name` filter: the short name contains the value.
+const NAME: Field = Field {
+    name: "name",
+    column: "(SELECT nm.name FROM suite_metadata nm WHERE nm.id = {p}metadata_id)",
+    kind: Kind::Text,
+    lookups: &[Lookup::IContains],
+    default: Lookup::IContains,
+};
+
+/// SQUAD's `TestFilter`.
+pub(crate) static TEST_FILTERS: FilterSet = FilterSet {
+    fields: &[
+        NAME,
+        field("result", "{p}result", Kind::Bool, &[Lookup::Exact, Lookup::In, Lookup::IsNull]),
+        field("suite_id", "{p}suite_id", Kind::Int, EXACT_IN),
+        field("environment_id", "{p}environment_id", Kind::Int, EXACT_IN),
+        field("metadata_id", "{p}metadata_id", Kind::Int, EXACT_IN),
+        field("build_id", "{p}build_id", Kind::Int, &[Lookup::Exact, Lookup::In, Lookup::Gt, Lookup::Lt]),
+        field("has_known_issues", "{p}has_known_issues", Kind::Bool, EXACT_IN),
+    ],
+    relations: &[
+        relation("test_run", "{p}test_run_id", "testruns", &TESTRUN_FILTERS),
+        relation("suite", "{p}suite_id", "suites", &SUITE_FILTERS),
+        Relation {
+            name: "known_issues",
+            column: "{p}id",
+            table: "known_issues",
+            set: &KNOWN_ISSUE_FILTERS,
+            through: Some("SELECT test_id FROM test_known_issues WHERE known_issue_id"),
+        },
+        relation("build", "{p}build_id", "builds", &BUILD_FILTERS),
+        relation("environment", "{p}environment_id", "environments", &ENVIRONMENT_FILTERS),
+        relation("metadata", "{p}metadata_id", "suite_metadata", &SUITE_METADATA_FILTERS),
+    ],
+    unsupported: &[],
+};
+
+/// SQUAD's `MetricFilter`.
+pub(crate) static METRIC_FILTERS: FilterSet = FilterSet {
+    fields: &[
+        NAME,
+        field("result", "{p}result", Kind::Float, EXACT_IN),
+        field("is_outlier", "{p}is_outlier", Kind::Bool, EXACT_IN),
+        field("unit", "{p}unit", Kind::Text, EXACT_IN),
+    ],
+    relations: &[
+        relation("test_run", "{p}test_run_id", "testruns", &TESTRUN_FILTERS),
+        relation("suite", "{p}suite_id", "suites", &SUITE_FILTERS),
+        relation("build", "{p}build_id", "builds", &BUILD_FILTERS),
+        relation("environment", "{p}environment_id", "environments", &ENVIRONMENT_FILTERS),
+        relation("metadata", "{p}metadata_id", "suite_metadata", &SUITE_METADATA_FILTERS),
+    ],
+    unsupported: &[],
+};
+
+/// The joins every test or metric query needs: its name, and its run
+/// (hidden runs are left out) and build (for visibility).
+const JOINS: &str = "JOIN suite_metadata m ON m.id = t.metadata_id JOIN testruns r ON r.id = t.test_run_id \
+    JOIN builds b ON b.id = t.build_id";
+
+#[derive(sqlx::FromRow)]
+struct TestRow {
+    id: i64,
+    test_run_id: i64,
+    suite_id: i64,
+    metadata_id: i64,
+    build_id: i64,
+    environment_id: i64,
+    result: Option<bool>,
+    has_known_issues: Option<bool>,
+    log: Option<String>,
+    suite: String,
+    name: String,
+}
+
+impl Keyed for TestRow {
+    fn key(&self) -> i64 {
+        self.id
+    }
+}
+
+fn test_select() -> String {
+    format!(
+        "SELECT t.id, t.test_run_id, t.suite_id, t.metadata_id, t.build_id, t.environment_id, t.result, \
+         t.has_known_issues, t.log, m.suite, m.name FROM tests t {JOINS}"
+    )
+}
+
+/// The relations shared by tests and metrics.
+fn relations(
+    rest: &Rest,
+    m: &mut Map<String, Value>,
+    build: i64,
+    environment: i64,
+    run: i64,
+    suite: i64,
+    metadata: i64,
+) {
+    m.insert("build".into(), json!(rest.api(&format!("builds/{build}/"))));
+    m.insert("environment".into(), json!(rest.api(&format!("environments/{environment}/"))));
+    m.insert("test_run".into(), json!(rest.api(&format!("testruns/{run}/"))));
+    m.insert("suite".into(), json!(rest.api(&format!("suites/{suite}/"))));
+    m.insert("metadata".into(), json!(rest.api(&format!("suitemetadata/{metadata}/"))));
+}
+
+fn render_test(rest: &Rest, t: &TestRow, issues: &HashMap<i64, Vec<i64>>, without: &[&str]) -> Value {
+    let status = TestStatus::of(t.result, t.has_known_issues.unwrap_or(false));
+    let mut m = Map::new();
+    m.insert("url".into(), json!(rest.api(&format!("tests/{}/", t.id))));
+    m.insert("id".into(), json!(t.id));
+    m.insert("name".into(), json!(join_name(&t.suite, &t.name)));
+    m.insert("short_name".into(), json!(t.name));
+    m.insert("status".into(), json!(status.as_str()));
+    relations(rest, &mut m, t.build_id, t.environment_id, t.test_run_id, t.suite_id, t.metadata_id);
+    m.insert("result".into(), json!(t.result));
+    m.insert("log".into(), json!(t.log));
+    m.insert("has_known_issues".into(), json!(t.has_known_issues));
+    let links: Vec<String> =
+        issues.get(&t.id).into_iter().flatten().map(|id| rest.api(&format!("knownissues/{id}/"))).collect();
+    m.insert("known_issues".into(), json!(links));
+    for key in without {
+        m.remove(*key);
+    }
+    rest.trim(m)
+}
+
+#[derive(sqlx::FromRow)]
+struct Link {
+    test_id: i64,
+    known_issue_id: i64,
+}
+
+/// The known issues of `tests`, by test.
+async fn known_issues(rest: &Rest, tests: &[TestRow]) -> Result<HashMap<i64, Vec<i64>>, ApiError> {
+    let mut by_test: HashMap<i64, Vec<i64>> = HashMap::new();
+    if !tests.iter().any(|t| t.has_known_issues == Some(true)) {
+        return Ok(by_test);
+    }
+    let mut sql = Sql::new("SELECT test_id, known_issue_id FROM test_known_issues WHERE test_id IN ");
+    sql.bind_list(tests.iter().map(|t| SqlValue::Int(t.id))).push(" ORDER BY known_issue_id");
+    let links: Vec<Link> = rest.state.store.fetch_all(&sql).await?;
+    for link in links {
+        by_test.entry(link.test_id).or_default().push(link.known_issue_id);
+    }
+    Ok(by_test)
+}
+
+/// Lists tests: `conditions` (after `WHERE`), request filters when
+/// `filtered`, ordered by id.
+async fn list_tests(
+    rest: &Rest,
+    mut conditions: Sql,
+    filtered: bool,
+    descending: bool,
+    without: &[&str],
+) -> Result<Json<Value>, ApiError> {
+    rest.visible(&mut conditions, "b.project_id");
+    if filtered {
+        Filters { engine: rest.state.store.engine_name() }.apply(&TEST_FILTERS, "t.", &rest.params, &mut conditions)?;
+    }
+    let page = fetch::<TestRow>(rest, &test_select(), conditions, "t.id", &Paging::Cursor { descending }).await?;
+    let issues = known_issues(rest, &page.rows).await?;
+    Ok(Json(page.into_json(|t| render_test(rest, t, &issues, without))))
+}
+
+async fn tests(rest: Rest) -> Result<Json<Value>, ApiError> {
+    list_tests(&rest, Sql::new(" WHERE r.visible"), true, true, &[]).await
+}
+
+async fn test_detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let mut sql = Sql::new(&test_select());
+    sql.push(" WHERE r.visible AND t.id = ").bind(id);
+    rest.visible(&mut sql, "b.project_id");
+    let test: TestRow = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
+    let issues = known_issues(&rest, std::slice::from_ref(&test)).await?;
+    Ok(Json(render_test(&rest, &test, &issues, &[])))
+}
+
+/// `/api/builds/<id>/tests/`.
+pub(crate) async fn build_tests(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    check_visible(&rest, id).await?;
+    let mut conditions = Sql::new(" WHERE r.visible AND t.build_id = ");
+    conditions.bind(id);
+    list_tests(&rest, conditions, true, true, &[]).await
+}
+
+/// `/api/testruns/<id>/tests/`: oldest first, without the run's link.
+pub(crate) async fn run_tests(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    check_run(&rest, id).await?;
+    let mut conditions = Sql::new(" WHERE r.visible AND t.test_run_id = ");
+    conditions.bind(id);
+    list_tests(&rest, conditions, false, false, &["test_run"]).await
+}
+
+/// `/api/suites/<id>/tests/`: oldest first, without the suite's link.
+pub(crate) async fn suite_tests(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    check_suite(&rest, id).await?;
+    let mut conditions = Sql::new(" WHERE r.visible AND t.suite_id = ");
+    conditions.bind(id);
+    list_tests(&rest, conditions, false, false, &["suite"]).await
+}
+
+#[derive(sqlx::FromRow)]
+struct MetricRow {
+    id: i64,
+    test_run_id: i64,
+    suite_id: i64,
+    metadata_id: i64,
+    build_id: i64,
+    environment_id: i64,
+    result: f64,
+    measurements: String,
+    unit: Option<String>,
+    is_outlier: bool,
+    suite: String,
+    name: String,
+}
+
+impl Keyed for MetricRow {
+    fn key(&self) -> i64 {
+        self.id
+    }
+}
+
+fn metric_select() -> String {
+    format!(
+        "SELECT t.id, t.test_run_id, t.suite_id, t.metadata_id, t.build_id, t.environment_id, t.result, \
+         t.measurements, t.unit, t.is_outlier, m.suite, m.name FROM metrics t {JOINS}"
+    )
+}
+
+fn render_metric(rest: &Rest, x: &MetricRow, without: &[&str]) -> Value {
+    let mut m = Map::new();
+    m.insert("url".into(), json!(rest.api(&format!("metrics/{}/", x.id))));
+    m.insert("id".into(), json!(x.id));
+    m.insert("name".into(), json!(join_name(&x.suite, &x.name)));
+    m.insert("short_name".into(), json!(x.name));
+    m.insert("measurement_list".into(), json!(parse_measurements(&x.measurements)));
+    relations(rest, &mut m, x.build_id, x.environment_id, x.test_run_id, x.suite_id, x.metadata_id);
+    m.insert("result".into(), json!(x.result));
+    m.insert("unit".into(), json!(x.unit));
+    m.insert("is_outlier".into(), json!(x.is_outlier));
+    for key in without {
+        m.remove(*key);
+    }
+    rest.trim(m)
+}
+
+async fn list_metrics(
+    rest: &Rest,
+    mut conditions: Sql,
+    filtered: bool,
+    without: &[&str],
+) -> Result<Json<Value>, ApiError> {
+    rest.visible(&mut conditions, "b.project_id");
+    if filtered {
+        Filters { engine: rest.state.store.engine_name() }.apply(
+            &METRIC_FILTERS,
+            "t.",
+            &rest.params,
+            &mut conditions,
+        )?;
+    }
+    let page =
+        fetch::<MetricRow>(rest, &metric_select(), conditions, "t.id", &Paging::Cursor { descending: false }).await?;
+    Ok(Json(page.into_json(|x| render_metric(rest, x, without))))
+}
+
+async fn metrics(rest: Rest) -> Result<Json<Value>, ApiError> {
+    list_metrics(&rest, Sql::new(" WHERE r.visible"), true, &[]).await
+}
+
+async fn metric_detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let mut sql = Sql::new(&metric_select());
+    sql.push(" WHERE r.visible AND t.id = ").bind(id);
+    rest.visible(&mut sql, "b.project_id");
+    let metric: MetricRow = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
+    Ok(Json(render_metric(&rest, &metric, &[])))
+}
+
+/// `/api/builds/<id>/metrics/`.
+pub(crate) async fn build_metrics(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    check_visible(&rest, id).await?;
+    let mut conditions = Sql::new(" WHERE r.visible AND t.build_id = ");
+    conditions.bind(id);
+    list_metrics(&rest, conditions, true, &[]).await
+}
+
+/// `/api/testruns/<id>/metrics/`: as SQUAD, without the run, id and suite.
+pub(crate) async fn run_metrics(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    check_run(&rest, id).await?;
+    let mut conditions = Sql::new(" WHERE r.visible AND t.test_run_id = ");
+    conditions.bind(id);
+    list_metrics(&rest, conditions, false, &["test_run", "id", "suite"]).await
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    let pending = |what: &'static str| move || async move { not_implemented(what) };
+    Router::new()
+        .route("/api/tests/", get(tests).post(pending("creating tests through REST (use /api/submit)")))
+        .route(
+            "/api/tests/{id}/",
+            get(test_detail)
+                .patch(pending("changing tests"))
+                .put(pending("changing tests"))
+                .delete(pending("deleting tests")),
+        )
+        .route("/api/metrics/", get(metrics).post(pending("creating metrics through REST (use /api/submit)")))
+        .route(
+            "/api/metrics/{id}/",
+            get(metric_detail)
+                .patch(pending("changing metrics"))
+                .put(pending("changing metrics"))
+                .delete(pending("deleting metrics")),
+        )
+}
