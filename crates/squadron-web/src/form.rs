@@ -156,6 +156,12 @@ impl Receiver<'_> {
     }
 }
 
+/// An uploaded file's name without directories, as Django keeps it
+/// (squad-client sends the whole path it read the file from).
+fn base_name(name: &str) -> String {
+    name.rsplit(['/', '\\']).next().unwrap_or(name).to_string()
+}
+
 fn too_large(limit: u64) -> ApiError {
     ApiError::too_large(format!("the request body is larger than the upload limit of {limit} bytes"))
 }
@@ -273,7 +279,7 @@ async fn read_multipart(receiver: &mut Receiver<'_>, content_type: &str, body: B
         let Some(name) = field.name().map(str::to_string) else {
             continue;
         };
-        let mut sink = receiver.open(&name, field.file_name().map(str::to_string))?;
+        let mut sink = receiver.open(&name, field.file_name().map(base_name))?;
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             receiver.write(&mut sink, &chunk).await?;
         }
@@ -314,4 +320,16 @@ async fn read_urlencoded(receiver: &mut Receiver<'_>, body: Body) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_name;
+
+    #[test]
+    fn uploaded_file_names_lose_their_directories() {
+        assert_eq!(base_name("/tmp/x/log.txt"), "log.txt");
+        assert_eq!(base_name("C:\\Users\\me\\log.txt"), "log.txt");
+        assert_eq!(base_name("log.txt"), "log.txt");
+    }
 }

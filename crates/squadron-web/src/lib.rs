@@ -18,7 +18,7 @@ use axum::Router;
 use squadron_store::blob::BlobStore;
 use squadron_store::Store;
 
-pub use native::VERSION;
+pub use native::{SQUAD_API_VERSION, VERSION};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]

@@ -23,8 +23,13 @@ use crate::AppState;
 /// `DATA_UPLOAD_MAX_MEMORY_SIZE`.
 const TEXT_FIELD_LIMIT: usize = 10 * 1024 * 1024;
 
-/// The version of squadron, as `/api/version/` reports it.
+/// squadron's own version (in the `X-Squadron-Version` header of
+/// `/api/version/`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The SQUAD version whose API squadron implements, which `/api/version/`
+/// answers: clients such as squad-client compare it with SQUAD versions.
+pub const SQUAD_API_VERSION: &str = "1.98";
 
 fn check_slug(what: &str, value: &str) -> Result<(), ApiError> {
     if is_valid_slug(value) {
@@ -128,6 +133,6 @@ pub(crate) async fn create_build(
 }
 
 /// `GET /api/version/`.
-pub(crate) async fn version() -> &'static str {
-    VERSION
+pub(crate) async fn version() -> ([(&'static str, &'static str); 1], &'static str) {
+    ([("x-squadron-version", VERSION)], SQUAD_API_VERSION)
 }

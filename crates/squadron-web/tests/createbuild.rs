@@ -57,8 +57,9 @@ both_engines! {
     async fn version_and_health(db: TestDb) {
         let api = Api::new(db).await;
         for path in ["/api/version/", "/api/version"] {
-            let text = api.http.get(api.url(path)).send().await.unwrap().text().await.unwrap();
-            assert_eq!(text, squadron_web::VERSION);
+            let resp = api.http.get(api.url(path)).send().await.unwrap();
+            assert_eq!(resp.headers()["x-squadron-version"], squadron_web::VERSION);
+            assert_eq!(resp.text().await.unwrap(), squadron_web::SQUAD_API_VERSION);
         }
         assert_eq!(api.http.get(api.url("/healthz")).send().await.unwrap().status().as_u16(), 200);
         assert_eq!(api.http.get(api.url("/readyz")).send().await.unwrap().status().as_u16(), 200);

@@ -27,6 +27,7 @@ both_engines! {
                 ("attachment", "a.txt", b"first"),
                 ("attachment", "b.bin", b"second"),
                 ("attachment", "a.txt", b"replaced"),
+                ("attachment", "/home/ci/out/c.log", b"third"),
             ])
             .await;
         assert_eq!(status, 201, "{body}");
@@ -35,8 +36,9 @@ both_engines! {
         assert_eq!(q(format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {run}")).await, 3);
         assert_eq!(q(format!("SELECT COUNT(*) FROM metrics WHERE test_run_id = {run} AND unit = 'MB/s' AND result = 2")).await, 1);
         assert_eq!(q(format!("SELECT COUNT(*) FROM testruns WHERE id = {run} AND job_id = '1001' AND job_url = 'https://lava/1001'")).await, 1);
-        assert_eq!(q(format!("SELECT COUNT(*) FROM attachments WHERE test_run_id = {run}")).await, 2, "the last a.txt wins");
-        assert_eq!(q("SELECT CAST(SUM(length) AS BIGINT) FROM attachments".into()).await, 14);
+        assert_eq!(q(format!("SELECT COUNT(*) FROM attachments WHERE test_run_id = {run}")).await, 3, "the last a.txt wins");
+        assert_eq!(q("SELECT CAST(SUM(length) AS BIGINT) FROM attachments".into()).await, 19);
+        assert_eq!(q("SELECT COUNT(*) FROM attachments WHERE filename = 'c.log'".into()).await, 1, "directories are dropped, as Django does");
         let log_key = api.db.text(&format!("SELECT log_file FROM testruns WHERE id = {run}")).await;
         assert_eq!(std::fs::read(api.db.blobs.path(&log_key)).unwrap(), b"booting\n", "NUL bytes are stripped");
 
