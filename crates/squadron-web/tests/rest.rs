@@ -109,6 +109,11 @@ both_engines! {
 
         let trimmed = api.ok("/api/projects/?fields=id,slug").await;
         assert_eq!(trimmed["results"][0].as_object().unwrap().len(), 2);
+        let trimmed = api.ok("/api/tests/?fields=id,name,status").await;
+        let keys: Vec<&String> = trimmed["results"][0].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["id", "name", "status"]);
+        let metric_keys = api.ok(&format!("/api/testruns/{run}/metrics/")).await;
+        assert_eq!(metric_keys["results"], serde_json::json!([]));
         let (status, body) = api.get_json("/api/builds/9999/", None).await;
         assert_eq!((status, body["detail"].as_str()), (404, Some("Not found.")));
         let (status, body) = api.get_json(&format!("/api/builds/{build_id}/status/"), None).await;

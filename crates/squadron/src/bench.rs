@@ -188,13 +188,34 @@ impl Server {
     }
 }
 
+/// Reads every test of a run back by following `next` from `path`;
+/// returns how many were read and how long it took.
+async fn read_back(http: &reqwest::Client, server: &Server, path: &str) -> anyhow::Result<(usize, Duration)> {
+    let started = Instant::now();
+    let mut url = Some(format!("{}{path}", server.url));
+    let mut read = 0;
+    /// A page, its results only counted.
+    #[derive(serde::Deserialize)]
+    struct Page {
+        next: Option<String>,
+        results: Vec<serde::de::IgnoredAny>,
+    }
+    while let Some(u) = url {
+        let page: Page = http.get(&u).send().await?.error_for_status()?.json().await?;
+        read += page.results.len();
+        url = page.next;
+    }
+    Ok((read, started.elapsed()))
+}
+
+/// Submits a tests file; returns the new run's id and how long it took.
 async fn submit(
     http: &reqwest::Client,
     server: &Server,
     token: &str,
     build: &str,
     file: &Path,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(i64, Duration)> {
     let length = std::fs::metadata(file)?.len();
     let body = reqwest::Body::from(tokio::fs::File::open(file).await?);
     let part = reqwest::multipart::Part::stream_with_length(body, length).file_name("tests.json");
@@ -212,7 +233,7 @@ async fn submit(
     if status.as_u16() != 201 {
         bail!("submission failed with {status}: {body}");
     }
-    Ok(elapsed)
+    Ok((body.trim().parse()?, elapsed))
 }
 
 fn rate(tests: usize, d: Duration) -> String {
@@ -230,8 +251,15 @@ async fn bench_engine(engine: Engines, args: &IngestArgs) -> anyhow::Result<()> 
         let scratch = Scratch::new(engine, dir.path(), &args.postgres).await?;
         let (token, _) = prepare(&scratch.url).await?;
         let server = Server::start(&dir.path().join("data"), &scratch.url)?;
-        let first = submit(&http, &server, &token, "first", &file).await?;
-        let repeat = submit(&http, &server, &token, "repeat", &file).await?;
+        let (run, first) = submit(&http, &server, &token, "first", &file).await?;
+        let (_, repeat) = submit(&http, &server, &token, "repeat", &file).await?;
+        let (nested, nested_time) =
+            read_back(&http, &server, &format!("/api/testruns/{run}/tests/?limit=1000")).await?;
+        let (filtered, filtered_time) =
+            read_back(&http, &server, &format!("/api/tests/?test_run={run}&limit=1000")).await?;
+        if nested != size || filtered != size {
+            bail!("read back {nested} and {filtered} tests instead of {size}");
+        }
         let rss = server.peak_rss_mib()?;
         let hold = server.stop()?;
         scratch.drop().await?;
@@ -248,7 +276,8 @@ async fn bench_engine(engine: Engines, args: &IngestArgs) -> anyhow::Result<()> 
 
         println!(
             "{name:<8} {size:>8} tests ({:>5.1} MB)  first {} tests/s ({:>6.2}s)  repeat {} tests/s ({:>6.2}s)  \
-             peak RSS {rss:>6.1} MiB  longest write hold {hold:>7.1} ms  |  raw ceiling: first {} repeat {} tests/s",
+             peak RSS {rss:>6.1} MiB  longest write hold {hold:>7.1} ms  |  raw ceiling: first {} repeat {} tests/s  |  \
+             read back: testruns/<id>/tests/ {} tests/s, tests/?test_run= {} tests/s",
             bytes as f64 / 1e6,
             rate(size, first),
             first.as_secs_f64(),
@@ -256,6 +285,8 @@ async fn bench_engine(engine: Engines, args: &IngestArgs) -> anyhow::Result<()> 
             repeat.as_secs_f64(),
             rate(size, raw_first),
             rate(size, raw_repeat),
+            rate(size, nested_time),
+            rate(size, filtered_time),
         );
     }
     Ok(())

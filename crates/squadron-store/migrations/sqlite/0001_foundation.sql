@@ -234,6 +234,9 @@ CREATE TABLE tests (
 -- (test_run_id, metadata_id) also serves comparisons, which are per
 -- environment and so per run: two runs' tests come out in name order.
 CREATE UNIQUE INDEX tests_test_run_metadata ON tests (test_run_id, metadata_id);
+-- A run's tests in id order, for paginated listings (without it every page
+-- sorts the rest of the run). Entries are appended as a run is written.
+CREATE INDEX tests_test_run ON tests (test_run_id, id);
 CREATE INDEX tests_metadata ON tests (metadata_id);
 
 CREATE TABLE test_known_issues (

@@ -112,6 +112,8 @@ pub(crate) struct Job<T> {
 pub(crate) struct Written {
     /// The batch's share of the run's status rows.
     pub(crate) status: RunStatus<i64>,
+    /// Rows written.
+    pub(crate) rows: i64,
     /// Whether some name was already in the run (from an earlier batch):
     /// the last value was kept, and the run's counts must be recomputed.
     pub(crate) repeated: bool,
@@ -192,7 +194,7 @@ async fn write_tests(mut job: Job<SubmittedTest>) -> Result<Written, IngestError
     for row in &rows {
         status.add_test(row.suite_id, TestStatus::of(row.result, row.has_known_issues));
     }
-    Ok(Written { status, repeated })
+    Ok(Written { status, repeated, rows: rows.len() as i64 })
 }
 
 /// Writes a batch of metrics in one transaction.
@@ -220,7 +222,7 @@ async fn write_metrics(mut job: Job<SubmittedMetric>) -> Result<Written, IngestE
     for (row, metric) in rows.iter().zip(&batch.items) {
         status.add_metric(row.suite_id, &metric.measurements);
     }
-    Ok(Written { status, repeated })
+    Ok(Written { status, repeated, rows: rows.len() as i64 })
 }
 
 /// Formats measurements as SQUAD stores them: comma-separated.

@@ -33,6 +33,10 @@ use run::HiddenRun;
 /// The largest number of rows one ingestion transaction writes.
 pub const MAX_BATCH_ROWS: usize = 5000;
 
+/// Runs of at least this many tests and metrics refresh PostgreSQL's
+/// planner statistics once published.
+const LARGE_RUN_ROWS: i64 = 10_000;
+
 /// A hidden run whose writer has not shown life for this long is removed by
 /// the sweep.
 pub const SWEEP_AFTER: Duration = Duration::from_secs(10 * 60);
@@ -121,12 +125,34 @@ impl Store {
             Ok(()) => run.publish(&submission.metadata).await,
             Err(e) => Err(e),
         };
+        if let Ok(id) = &outcome {
+            self.refresh_statistics_after(*id, run.written()).await;
+        }
         if outcome.is_err() {
             if let Err(e) = discard::discard_run(self, run.id).await {
                 warn!(testrun = run.id, error = %e, "could not remove a rejected hidden run; the sweep will");
             }
         }
         outcome
+    }
+
+    /// After a large run, asks PostgreSQL to refresh its statistics of the
+    /// results tables in the background: until autovacuum gets to it, the
+    /// planner believes the run has a few rows and sorts it whole for each
+    /// page of a listing. `ANALYZE` reads a fixed-size sample (~0.1 s) and
+    /// blocks no writer. SQLite needs nothing of the kind.
+    async fn refresh_statistics_after(&self, run: i64, rows: i64) {
+        if self.engine_name() != "postgres" || rows < LARGE_RUN_ROWS {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            for table in ["tests", "metrics"] {
+                if let Err(e) = store.execute_ddl(&format!("ANALYZE {table}")).await {
+                    warn!(testrun = run, error = %e, "could not refresh planner statistics");
+                }
+            }
+        });
     }
 
     /// Removes hidden runs whose heartbeat is older than `older_than`: what

@@ -41,6 +41,8 @@ pub(crate) struct HiddenRun<'s> {
     /// Suites this run uses, by slug; each has a status row for the run.
     suites: HashMap<String, i64>,
     status: RunStatus<i64>,
+    /// Tests and metrics written.
+    written: i64,
     /// Set when a name came twice across batches: the counts in `status`
     /// are then recomputed from the stored rows at publication.
     recount: bool,
@@ -134,6 +136,7 @@ impl<'s> HiddenRun<'s> {
             suites: HashMap::new(),
             status: RunStatus::default(),
             recount: false,
+            written: 0,
             known_issues: Arc::new(KnownIssueMatcher::new(issues.iter().map(|(id, p)| (*id, p.as_str())))),
             last_heartbeat: Instant::now(),
         })
@@ -224,6 +227,7 @@ impl<'s> HiddenRun<'s> {
 
     /// Counts a written batch, and renews the run's heartbeat when due.
     pub(crate) async fn absorb(&mut self, written: Written) -> Result<(), StoreError> {
+        self.written += written.rows;
         self.status.merge(written.status);
         self.recount |= written.repeated;
         if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
@@ -234,6 +238,11 @@ impl<'s> HiddenRun<'s> {
             self.last_heartbeat = Instant::now();
         }
         Ok(())
+    }
+
+    /// How many tests and metrics were written so far.
+    pub(crate) fn written(&self) -> i64 {
+        self.written
     }
 
     /// The known issues of the run's environment (shared with the batches

@@ -21,6 +21,10 @@ pub(crate) struct Rest {
     /// The request path, for pagination links.
     pub path: String,
     pub params: Vec<(String, String)>,
+    /// The keys `?fields=` asks for, if it does.
+    fields: Option<Vec<String>>,
+    /// `base`, escaped for a JSON string.
+    pub escaped_base: String,
 }
 
 impl FromRequestParts<AppState> for Rest {
@@ -29,9 +33,19 @@ impl FromRequestParts<AppState> for Rest {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Rest, ApiError> {
         let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |o| &o.0);
         let params = uri.query().map(form_urlencoded).unwrap_or_default();
+        let base = base_url(state.config.base_url.as_deref(), &parts.headers);
+        let fields = params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "fields")
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(_, v)| v.split(',').map(|f| f.trim().to_string()).collect());
+        let quoted = serde_json::to_string(&base).expect("a string serialises");
         Ok(Rest {
             user: rest_user(state, &parts.headers).await?,
-            base: base_url(state.config.base_url.as_deref(), &parts.headers),
+            escaped_base: quoted[1..quoted.len() - 1].to_string(),
+            base,
+            fields,
             path: uri.path().to_string(),
             params,
             state: state.clone(),
@@ -123,11 +137,15 @@ impl Rest {
         }
     }
 
+    /// Whether `?fields=` (if given) asks for `key`.
+    pub fn wants(&self, key: &str) -> bool {
+        self.fields.as_ref().is_none_or(|f| f.iter().any(|k| k == key))
+    }
+
     /// Keeps only the keys listed in `?fields=`, if given.
     pub fn trim(&self, mut object: Map<String, Value>) -> Value {
-        if let Some(fields) = self.param("fields").filter(|f| !f.is_empty()) {
-            let wanted: Vec<&str> = fields.split(',').map(str::trim).collect();
-            object.retain(|k, _| wanted.contains(&k.as_str()));
+        if self.fields.is_some() {
+            object.retain(|k, _| self.wants(k));
         }
         Value::Object(object)
     }

@@ -50,6 +50,32 @@ impl<T> Page<T> {
     }
 }
 
+impl<T> Page<T> {
+    /// The page in its envelope, each row written by `write` straight
+    /// into the response body.
+    pub fn into_body(self, mut write: impl FnMut(&T, &mut Vec<u8>)) -> axum::response::Response {
+        let mut out = Vec::with_capacity(512 + self.rows.len() * 640);
+        out.push(b'{');
+        if let Some(count) = self.count {
+            out.extend_from_slice(format!("\"count\":{count},").as_bytes());
+        }
+        for (key, link) in [("next", &self.next), ("previous", &self.previous)] {
+            out.extend_from_slice(format!("\"{key}\":").as_bytes());
+            serde_json::to_writer(&mut out, link).expect("writing to memory");
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"results\":[");
+        for (i, row) in self.rows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write(row, &mut out);
+        }
+        out.extend_from_slice(b"]}");
+        super::raw("application/json", out)
+    }
+}
+
 fn positive(raw: Option<&str>) -> Option<i64> {
     raw.and_then(|v| v.parse::<i64>().ok()).filter(|&n| n > 0)
 }

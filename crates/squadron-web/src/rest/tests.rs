@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use axum::extract::Path;
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use axum::Router;
 use squadron_core::names::join_name;
 use squadron_core::results::TestStatus;
 use squadron_store::ingest::parse_measurements;
@@ -19,7 +19,7 @@ use super::knownissues::KNOWN_ISSUE_FILTERS;
 use super::page::{fetch, Keyed, Paging};
 use super::suites::{check_suite, SUITE_FILTERS, SUITE_METADATA_FILTERS};
 use super::testruns::{check_run, TESTRUN_FILTERS};
-use super::{not_found, not_implemented, Rest};
+use super::{not_found, not_implemented, raw, JsonObject, Rest};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -78,10 +78,19 @@ pub(crate) static METRIC_FILTERS: FilterSet = FilterSet {
     unsupported: &[],
 };
 
-/// The joins every test or metric query needs: its name, and its run
-/// (hidden runs are left out) and build (for visibility).
-const JOINS: &str = "JOIN suite_metadata m ON m.id = t.metadata_id JOIN testruns r ON r.id = t.test_run_id \
-    JOIN builds b ON b.id = t.build_id";
+/// Every test or metric query joins its name.
+const JOINS: &str = "JOIN suite_metadata m ON m.id = t.metadata_id";
+
+/// Appends ` AND` the test or metric belongs to a visible (published) run
+/// of a project the caller may see: one semi-join on the set of such runs,
+/// not a lookup of run and build per row.
+fn visible_runs(rest: &Rest, sql: &mut Sql) {
+    let mut runs = Sql::new(
+        " AND t.test_run_id IN (SELECT r.id FROM testruns r JOIN builds b ON b.id = r.build_id WHERE r.visible",
+    );
+    rest.visible(&mut runs, "b.project_id");
+    sql.append(&runs).push(")");
+}
 
 #[derive(sqlx::FromRow)]
 struct TestRow {
@@ -111,42 +120,38 @@ fn test_select() -> String {
     )
 }
 
-/// The relations shared by tests and metrics.
-fn relations(
-    rest: &Rest,
-    m: &mut Map<String, Value>,
-    build: i64,
-    environment: i64,
-    run: i64,
-    suite: i64,
-    metadata: i64,
-) {
-    m.insert("build".into(), json!(rest.api(&format!("builds/{build}/"))));
-    m.insert("environment".into(), json!(rest.api(&format!("environments/{environment}/"))));
-    m.insert("test_run".into(), json!(rest.api(&format!("testruns/{run}/"))));
-    m.insert("suite".into(), json!(rest.api(&format!("suites/{suite}/"))));
-    m.insert("metadata".into(), json!(rest.api(&format!("suitemetadata/{metadata}/"))));
+/// The relations shared by tests and metrics, less the keys in `without`.
+fn relations(o: &mut JsonObject, without: &[&str], build: i64, environment: i64, run: i64, suite: i64, metadata: i64) {
+    for (key, collection, id) in [
+        ("build", "builds", build),
+        ("environment", "environments", environment),
+        ("test_run", "testruns", run),
+        ("suite", "suites", suite),
+        ("metadata", "suitemetadata", metadata),
+    ] {
+        if !without.contains(&key) {
+            o.link(key, collection, id, "");
+        }
+    }
 }
 
-fn render_test(rest: &Rest, t: &TestRow, issues: &HashMap<i64, Vec<i64>>, without: &[&str]) -> Value {
+/// A test as SQUAD's `TestSerializer` shows it, less the keys in `without`.
+fn render_test(rest: &Rest, t: &TestRow, issues: &HashMap<i64, Vec<i64>>, without: &[&str], out: &mut Vec<u8>) {
     let status = TestStatus::of(t.result, t.has_known_issues.unwrap_or(false));
-    let mut m = Map::new();
-    m.insert("url".into(), json!(rest.api(&format!("tests/{}/", t.id))));
-    m.insert("id".into(), json!(t.id));
-    m.insert("name".into(), json!(join_name(&t.suite, &t.name)));
-    m.insert("short_name".into(), json!(t.name));
-    m.insert("status".into(), json!(status.as_str()));
-    relations(rest, &mut m, t.build_id, t.environment_id, t.test_run_id, t.suite_id, t.metadata_id);
-    m.insert("result".into(), json!(t.result));
-    m.insert("log".into(), json!(t.log));
-    m.insert("has_known_issues".into(), json!(t.has_known_issues));
+    let mut o = JsonObject::new(out, rest);
+    o.link("url", "tests", t.id, "")
+        .value("id", t.id)
+        .value("name", join_name(&t.suite, &t.name))
+        .value("short_name", &t.name)
+        .value("status", status.as_str());
+    relations(&mut o, without, t.build_id, t.environment_id, t.test_run_id, t.suite_id, t.metadata_id);
     let links: Vec<String> =
         issues.get(&t.id).into_iter().flatten().map(|id| rest.api(&format!("knownissues/{id}/"))).collect();
-    m.insert("known_issues".into(), json!(links));
-    for key in without {
-        m.remove(*key);
-    }
-    rest.trim(m)
+    o.value("result", t.result)
+        .value("log", &t.log)
+        .value("has_known_issues", t.has_known_issues)
+        .value("known_issues", links);
+    o.end();
 }
 
 #[derive(sqlx::FromRow)]
@@ -178,50 +183,55 @@ async fn list_tests(
     filtered: bool,
     descending: bool,
     without: &[&str],
-) -> Result<Json<Value>, ApiError> {
-    rest.visible(&mut conditions, "b.project_id");
+) -> Result<Response, ApiError> {
     if filtered {
         Filters { engine: rest.state.store.engine_name() }.apply(&TEST_FILTERS, "t.", &rest.params, &mut conditions)?;
     }
     let page = fetch::<TestRow>(rest, &test_select(), conditions, "t.id", &Paging::Cursor { descending }).await?;
     let issues = known_issues(rest, &page.rows).await?;
-    Ok(Json(page.into_json(|t| render_test(rest, t, &issues, without))))
+    Ok(page.into_body(|t, out| render_test(rest, t, &issues, without, out)))
 }
 
-async fn tests(rest: Rest) -> Result<Json<Value>, ApiError> {
-    list_tests(&rest, Sql::new(" WHERE r.visible"), true, true, &[]).await
+async fn tests(rest: Rest) -> Result<Response, ApiError> {
+    let mut conditions = Sql::new(" WHERE TRUE");
+    visible_runs(&rest, &mut conditions);
+    list_tests(&rest, conditions, true, true, &[]).await
 }
 
-async fn test_detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn test_detail(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let mut sql = Sql::new(&test_select());
-    sql.push(" WHERE r.visible AND t.id = ").bind(id);
-    rest.visible(&mut sql, "b.project_id");
+    sql.push(" WHERE t.id = ").bind(id);
+    visible_runs(&rest, &mut sql);
     let test: TestRow = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
     let issues = known_issues(&rest, std::slice::from_ref(&test)).await?;
-    Ok(Json(render_test(&rest, &test, &issues, &[])))
+    let mut out = Vec::new();
+    render_test(&rest, &test, &issues, &[], &mut out);
+    Ok(raw("application/json", out))
 }
 
 /// `/api/builds/<id>/tests/`.
-pub(crate) async fn build_tests(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn build_tests(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     check_visible(&rest, id).await?;
-    let mut conditions = Sql::new(" WHERE r.visible AND t.build_id = ");
+    let mut conditions = Sql::new(" WHERE t.build_id = ");
     conditions.bind(id);
+    visible_runs(&rest, &mut conditions);
     list_tests(&rest, conditions, true, true, &[]).await
 }
 
 /// `/api/testruns/<id>/tests/`: oldest first, without the run's link.
-pub(crate) async fn run_tests(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn run_tests(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     check_run(&rest, id).await?;
-    let mut conditions = Sql::new(" WHERE r.visible AND t.test_run_id = ");
+    let mut conditions = Sql::new(" WHERE t.test_run_id = ");
     conditions.bind(id);
     list_tests(&rest, conditions, false, false, &["test_run"]).await
 }
 
 /// `/api/suites/<id>/tests/`: oldest first, without the suite's link.
-pub(crate) async fn suite_tests(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn suite_tests(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     check_suite(&rest, id).await?;
-    let mut conditions = Sql::new(" WHERE r.visible AND t.suite_id = ");
+    let mut conditions = Sql::new(" WHERE t.suite_id = ");
     conditions.bind(id);
+    visible_runs(&rest, &mut conditions);
     list_tests(&rest, conditions, false, false, &["suite"]).await
 }
 
@@ -254,21 +264,19 @@ fn metric_select() -> String {
     )
 }
 
-fn render_metric(rest: &Rest, x: &MetricRow, without: &[&str]) -> Value {
-    let mut m = Map::new();
-    m.insert("url".into(), json!(rest.api(&format!("metrics/{}/", x.id))));
-    m.insert("id".into(), json!(x.id));
-    m.insert("name".into(), json!(join_name(&x.suite, &x.name)));
-    m.insert("short_name".into(), json!(x.name));
-    m.insert("measurement_list".into(), json!(parse_measurements(&x.measurements)));
-    relations(rest, &mut m, x.build_id, x.environment_id, x.test_run_id, x.suite_id, x.metadata_id);
-    m.insert("result".into(), json!(x.result));
-    m.insert("unit".into(), json!(x.unit));
-    m.insert("is_outlier".into(), json!(x.is_outlier));
-    for key in without {
-        m.remove(*key);
+/// A metric as SQUAD's `MetricSerializer` shows it, less `without`.
+fn render_metric(rest: &Rest, x: &MetricRow, without: &[&str], out: &mut Vec<u8>) {
+    let mut o = JsonObject::new(out, rest);
+    o.link("url", "metrics", x.id, "");
+    if !without.contains(&"id") {
+        o.value("id", x.id);
     }
-    rest.trim(m)
+    o.value("name", join_name(&x.suite, &x.name))
+        .value("short_name", &x.name)
+        .value("measurement_list", parse_measurements(&x.measurements));
+    relations(&mut o, without, x.build_id, x.environment_id, x.test_run_id, x.suite_id, x.metadata_id);
+    o.value("result", x.result).value("unit", &x.unit).value("is_outlier", x.is_outlier);
+    o.end();
 }
 
 async fn list_metrics(
@@ -276,8 +284,7 @@ async fn list_metrics(
     mut conditions: Sql,
     filtered: bool,
     without: &[&str],
-) -> Result<Json<Value>, ApiError> {
-    rest.visible(&mut conditions, "b.project_id");
+) -> Result<Response, ApiError> {
     if filtered {
         Filters { engine: rest.state.store.engine_name() }.apply(
             &METRIC_FILTERS,
@@ -288,33 +295,38 @@ async fn list_metrics(
     }
     let page =
         fetch::<MetricRow>(rest, &metric_select(), conditions, "t.id", &Paging::Cursor { descending: false }).await?;
-    Ok(Json(page.into_json(|x| render_metric(rest, x, without))))
+    Ok(page.into_body(|x, out| render_metric(rest, x, without, out)))
 }
 
-async fn metrics(rest: Rest) -> Result<Json<Value>, ApiError> {
-    list_metrics(&rest, Sql::new(" WHERE r.visible"), true, &[]).await
+async fn metrics(rest: Rest) -> Result<Response, ApiError> {
+    let mut conditions = Sql::new(" WHERE TRUE");
+    visible_runs(&rest, &mut conditions);
+    list_metrics(&rest, conditions, true, &[]).await
 }
 
-async fn metric_detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn metric_detail(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let mut sql = Sql::new(&metric_select());
-    sql.push(" WHERE r.visible AND t.id = ").bind(id);
-    rest.visible(&mut sql, "b.project_id");
+    sql.push(" WHERE t.id = ").bind(id);
+    visible_runs(&rest, &mut sql);
     let metric: MetricRow = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
-    Ok(Json(render_metric(&rest, &metric, &[])))
+    let mut out = Vec::new();
+    render_metric(&rest, &metric, &[], &mut out);
+    Ok(raw("application/json", out))
 }
 
 /// `/api/builds/<id>/metrics/`.
-pub(crate) async fn build_metrics(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn build_metrics(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     check_visible(&rest, id).await?;
-    let mut conditions = Sql::new(" WHERE r.visible AND t.build_id = ");
+    let mut conditions = Sql::new(" WHERE t.build_id = ");
     conditions.bind(id);
+    visible_runs(&rest, &mut conditions);
     list_metrics(&rest, conditions, true, &[]).await
 }
 
 /// `/api/testruns/<id>/metrics/`: as SQUAD, without the run, id and suite.
-pub(crate) async fn run_metrics(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn run_metrics(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     check_run(&rest, id).await?;
-    let mut conditions = Sql::new(" WHERE r.visible AND t.test_run_id = ");
+    let mut conditions = Sql::new(" WHERE t.test_run_id = ");
     conditions.bind(id);
     list_metrics(&rest, conditions, false, &["test_run", "id", "suite"]).await
 }
