@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use squadron_core::callbacks::CallbackSpec;
 
-use crate::sql::{fetch_id_in, push_assignments, Assignments, Sql};
+use crate::sql::{fetch_id_in, Assignments, Sql};
 use crate::{Store, StoreError};
 
 /// A build: one version of a project.
@@ -142,26 +142,12 @@ impl Store {
 
     /// Sets fields of an environment.
     pub async fn update_environment(&self, id: i64, set: &Assignments) -> Result<(), StoreError> {
-        if set.is_empty() {
-            return Ok(());
-        }
-        let mut sql = Sql::new("UPDATE environments SET ");
-        push_assignments(&mut sql, set);
-        sql.push(" WHERE id = ").bind(id);
-        self.execute(&sql).await?;
-        Ok(())
+        self.update_row("environments", id, set).await
     }
 
     /// Sets fields of a build.
     pub async fn update_build(&self, id: i64, set: &Assignments) -> Result<(), StoreError> {
-        if set.is_empty() {
-            return Ok(());
-        }
-        let mut sql = Sql::new("UPDATE builds SET ");
-        push_assignments(&mut sql, set);
-        sql.push(" WHERE id = ").bind(id);
-        self.execute(&sql).await?;
-        Ok(())
+        self.update_row("builds", id, set).await
     }
 
     /// Creates a patch source (used by tests and administration).

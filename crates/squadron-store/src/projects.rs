@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use squadron_core::names::is_valid_slug;
 
-use crate::sql::{execute_in, push_assignments, Assignments, Sql};
+use crate::sql::{execute_in, row_update, Assignments};
 use crate::{Store, StoreError};
 
 /// A project, with SQUAD's fields.
@@ -53,13 +53,6 @@ pub(crate) const PROJECT_COLUMNS: &str = "id, group_id, slug, name, is_public, h
     description, important_metadata_keys, datetime, enabled_plugins_list, wait_before_notification, \
     notification_timeout, data_retention_days, project_settings, is_archived, \
     force_finishing_builds_on_timeout, build_confidence_count, build_confidence_threshold";
-
-fn project_update(id: i64, set: &Assignments) -> Sql {
-    let mut sql = Sql::new("UPDATE projects SET ");
-    push_assignments(&mut sql, set);
-    sql.push(" WHERE id = ").bind(id);
-    sql
-}
 
 impl Project {
     /// `group/slug`, given the group's slug.
@@ -122,7 +115,7 @@ impl Store {
             }
         })?;
         if !set.is_empty() {
-            execute_in(&mut tx, &project_update(project.id, set)).await?;
+            execute_in(&mut tx, &row_update("projects", project.id, set)).await?;
             let select = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1");
             project = with_tx!(tx, c => sqlx::query_as(&select).bind(project.id).fetch_one(&mut *c).await)?;
         }
@@ -132,10 +125,7 @@ impl Store {
 
     /// Sets fields of a project.
     pub async fn update_project(&self, id: i64, set: &Assignments) -> Result<(), StoreError> {
-        if !set.is_empty() {
-            self.execute(&project_update(id, set)).await?;
-        }
-        Ok(())
+        self.update_row("projects", id, set).await
     }
 
     /// Finds a project of a group by slug.

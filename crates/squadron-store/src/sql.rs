@@ -154,7 +154,7 @@ macro_rules! bind_values {
 pub type Assignments = Vec<(&'static str, Option<Value>)>;
 
 /// Appends `col = ?, col2 = NULL, …` for `set`.
-pub(crate) fn push_assignments(sql: &mut Sql, set: &Assignments) {
+fn push_assignments(sql: &mut Sql, set: &Assignments) {
     for (i, (column, value)) in set.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -204,11 +204,27 @@ impl Store {
         Ok(changed)
     }
 
+    /// Sets fields of the row `id` of `table` (a table name from code).
+    pub(crate) async fn update_row(&self, table: &'static str, id: i64, set: &Assignments) -> Result<(), StoreError> {
+        if !set.is_empty() {
+            self.execute(&row_update(table, id, set)).await?;
+        }
+        Ok(())
+    }
+
     /// Runs a query giving one integer (a count).
     pub async fn fetch_count(&self, sql: &Sql) -> Result<i64, StoreError> {
         let row: Option<(i64,)> = self.fetch_optional(sql).await?;
         Ok(row.map_or(0, |(n,)| n))
     }
+}
+
+/// `UPDATE <table> SET … WHERE id = <id>`.
+pub(crate) fn row_update(table: &'static str, id: i64, set: &Assignments) -> Sql {
+    let mut sql = Sql::new(&format!("UPDATE {table} SET "));
+    push_assignments(&mut sql, set);
+    sql.push(" WHERE id = ").bind(id);
+    sql
 }
 
 /// Runs a statement in a write transaction.

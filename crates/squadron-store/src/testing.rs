@@ -79,6 +79,14 @@ impl TestDb {
         TestDb { store, blobs, url, dir, postgres_database }
     }
 
+    /// Creates group `g` with public project `p`; returns the project's id.
+    pub async fn public_project(&self) -> i64 {
+        let group = self.store.create_group("g", None).await.expect("create group");
+        let project =
+            crate::projects::NewProject { group_id: group.id, slug: "p", is_public: true, ..Default::default() };
+        self.store.create_project(project).await.expect("create project").id
+    }
+
     /// Row counts of every table, by table name.
     pub async fn table_counts(&self) -> Vec<(String, i64)> {
         table_counts(&self.store).await

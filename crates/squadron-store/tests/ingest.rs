@@ -5,17 +5,7 @@ use std::time::Duration;
 use squadron_core::submission::{parse_metadata, InputError};
 use squadron_store::both_engines;
 use squadron_store::ingest::{IngestError, IngestOptions, Submission};
-use squadron_store::projects::NewProject;
 use squadron_store::testing::TestDb;
-
-async fn project(db: &TestDb) -> i64 {
-    let group = db.store.create_group("g", None).await.unwrap();
-    db.store
-        .create_project(NewProject { group_id: group.id, slug: "p", is_public: true, ..Default::default() })
-        .await
-        .unwrap()
-        .id
-}
 
 async fn submission(db: &TestDb, project: i64, build: &str, tests: &str, metrics: &str, metadata: &str) -> Submission {
     let blob = |text: String| async move {
@@ -50,7 +40,7 @@ fn many_tests(n: usize, suites: usize) -> String {
 
 both_engines! {
     async fn stores_tests_metrics_and_status(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         let tests = r#"{"a": "pass", "s1/b": "fail", "s1/c": "skip", "s2/d": {"result": "fail", "log": "boom"}}"#;
         let metrics = r#"{"s1/m": [1, 4], "x": {"value": 2, "unit": "s"}}"#;
         let sub = submission(&db, p, "v1", tests, metrics, r#"{"datetime": "2020-01-02T03:04:05Z", "job_status": "Complete"}"#).await;
@@ -82,7 +72,7 @@ both_engines! {
     }
 
     async fn names_are_interned_once(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         let tests = many_tests(50, 5);
         db.store.ingest(&db.blobs, &submission(&db, p, "v1", &tests, r#"{"m": 1}"#, "").await, small_batches()).await.unwrap();
         let names = db.scalar("SELECT COUNT(*) FROM suite_metadata").await;
@@ -95,7 +85,7 @@ both_engines! {
     }
 
     async fn duplicate_job_id_is_rejected(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         let meta = r#"{"job_id": 42}"#;
         db.store.ingest(&db.blobs, &submission(&db, p, "v1", r#"{"a": "pass"}"#, "", meta).await, small_batches()).await.unwrap();
         let before = db.table_counts().await;
@@ -108,7 +98,7 @@ both_engines! {
     }
 
     async fn bad_input_after_committed_batches_leaves_nothing(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         // An existing build and environment must stay; new ones must go.
         db.store.ingest(&db.blobs, &submission(&db, p, "old", r#"{"keep/a": "pass"}"#, "", "").await, small_batches()).await.unwrap();
         let before = db.table_counts().await;
@@ -127,7 +117,7 @@ both_engines! {
     }
 
     async fn killed_writer_is_swept(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         let before = db.table_counts().await;
         let sub = submission(&db, p, "v1", &many_tests(200_000, 100), "", r#"{"job_id": "j1"}"#).await;
         let (store, blobs) = (db.store.clone(), db.blobs.clone());
@@ -146,7 +136,7 @@ both_engines! {
     }
 
     async fn retry_replaces_an_abandoned_hidden_run(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         let sub = submission(&db, p, "v1", &many_tests(100_000, 10), "", r#"{"job_id": "j1"}"#).await;
         let (store, blobs, first) = (db.store.clone(), db.blobs.clone(), sub.clone());
         let writer = tokio::spawn(async move { store.ingest(&blobs, &first, IngestOptions { batch_rows: 100 }).await });
@@ -164,7 +154,7 @@ both_engines! {
     }
 
     async fn known_issues_make_failures_xfail(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         db.store.ingest(&db.blobs, &submission(&db, p, "v1", r#"{"a": "pass"}"#, "", "").await, small_batches()).await.unwrap();
         db.execute("INSERT INTO known_issues (title, test_name, active) VALUES ('flaky', 'ltp/fork*', TRUE)").await;
         db.execute("INSERT INTO known_issues (title, test_name, active) VALUES ('old', 'ltp/*', FALSE)").await;
@@ -178,7 +168,7 @@ both_engines! {
     }
 
     async fn repeated_names_keep_the_last_value(db: TestDb) {
-        let p = project(&db).await;
+        let p = db.public_project().await;
         let tests = r#"{"a": "pass", "b": "pass", "c": "pass", "b": "fail", "a": {"result": "fail", "log": "last"}}"#;
         let metrics = r#"{"m": 1, "n": 2, "o": 3, "m": 5}"#;
         let id = db.store.ingest(&db.blobs, &submission(&db, p, "v1", tests, metrics, "").await, small_batches()).await.unwrap();
@@ -188,5 +178,14 @@ both_engines! {
         assert_eq!(db.scalar("SELECT COUNT(*) FROM metrics WHERE result = 5").await, 1);
         let total = db.scalar(&format!("SELECT tests_pass * 10 + tests_fail FROM statuses WHERE test_run_id = {id} AND suite_id IS NULL")).await;
         assert_eq!(total, 12);
+
+        // Many names, all repeated later with another result, over many
+        // batches (written two at a time on PostgreSQL): the last wins.
+        let mut entries: Vec<String> = (0..300).map(|i| format!("\"s/t{i}\": \"pass\"")).collect();
+        entries.extend((0..300).map(|i| format!("\"s/t{i}\": \"fail\"")));
+        let doc = format!("{{{}}}", entries.join(","));
+        let id = db.store.ingest(&db.blobs, &submission(&db, p, "v2", &doc, "", "").await, IngestOptions { batch_rows: 10 }).await.unwrap();
+        assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {id} AND result = FALSE")).await, 300);
+        assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {id}")).await, 300);
     }
 }

@@ -120,6 +120,15 @@ pub(crate) struct Written {
 }
 
 impl<T: Named> Prepared<T> {
+    /// A hash of each item's `(suite, name)`.
+    pub(crate) fn key_hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.items.iter().map(|item| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&item.key(), &mut hasher);
+            std::hash::Hasher::finish(&hasher)
+        })
+    }
+
     /// `(suite, name)` of each item.
     pub(crate) fn keys(&self) -> Vec<(&str, &str)> {
         self.items.iter().map(T::key).collect()

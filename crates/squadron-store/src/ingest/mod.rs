@@ -16,7 +16,7 @@ mod discard;
 pub(crate) mod names;
 pub(crate) mod run;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -194,12 +194,17 @@ async fn pipeline<T: Named>(run: &mut HiddenRun<'_>, mut batches: Batches<T>) ->
     let known_issues = run.known_issues();
     let width = store.write_parallelism();
     let mut writing: VecDeque<JoinHandle<Result<Written, IngestError>>> = VecDeque::new();
+    // Hashes of the names handed out so far: a batch repeating one must be
+    // written after every batch before it, for the last value to win.
+    let mut seen: HashSet<u64> = HashSet::new();
     let mut failed = None;
     while let Some(batch) = batches.next().await {
         let step = async {
             let prepared = Prepared::new(&store, &known_issues, batch).await?;
             let suite_ids = run.claim_suites(&prepared).await?;
-            while writing.len() >= width {
+            let repeats = prepared.key_hashes().map(|hash| !seen.insert(hash)).fold(false, |a, b| a | b);
+            let must_wait = if repeats { 1 } else { width };
+            while writing.len() >= must_wait {
                 let written = writing.pop_front().expect("a job in flight").await.expect("write jobs do not panic")?;
                 run.absorb(written).await?;
             }

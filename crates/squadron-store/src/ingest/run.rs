@@ -349,7 +349,6 @@ impl<'s> HiddenRun<'s> {
 #[cfg(all(test, feature = "testing"))]
 mod race_tests {
     use super::*;
-    use crate::projects::NewProject;
     #[allow(unused_imports)]
     use crate::testing::TestDb;
     use squadron_core::submission::SubmittedTest;
@@ -381,19 +380,10 @@ mod race_tests {
         Ok(run.absorb(written).await?)
     }
 
-    async fn project(db: &TestDb) -> i64 {
-        let group = db.store.create_group("g", None).await.unwrap();
-        db.store
-            .create_project(NewProject { group_id: group.id, slug: "p", is_public: true, ..Default::default() })
-            .await
-            .unwrap()
-            .id
-    }
-
     crate::both_engines! {
         async fn names_deleted_between_lookup_and_write_are_looked_up_again(db: TestDb) {
             let s = &db.store;
-            let p = project(&db).await;
+            let p = db.public_project().await;
             // Run X interns the names, then is being rejected...
             let mut x = HiddenRun::begin(s, &submission(p, "x")).await.unwrap();
             let batch = Prepared::new(s, &x.known_issues(), tests(&["a", "b"])).await.unwrap();
@@ -412,7 +402,7 @@ mod race_tests {
 
         async fn no_batch_lands_in_a_run_being_removed(db: TestDb) {
             let s = &db.store;
-            let p = project(&db).await;
+            let p = db.public_project().await;
             let before = db.table_counts().await;
             let mut run = HiddenRun::begin(s, &submission(p, "x")).await.unwrap();
             let batch = Prepared::new(s, &run.known_issues(), tests(&["a", "b"])).await.unwrap();

@@ -12,8 +12,7 @@ use squadron_store::sql::{Assignments, Sql, Value as SqlValue};
 use super::filter::{field, relation, FilterSet, Filters, Kind, Lookup, EXACT_IN, ORDERED};
 use super::page::{fetch, Keyed, Paging};
 use super::projects::{visible_project, PROJECT_FILTERS};
-use super::{field_error, not_found, not_implemented, time, Input, Rest};
-use crate::auth::caller_in;
+use super::{field_error, not_implemented, time, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -125,19 +124,13 @@ pub(crate) async fn project_builds(rest: Rest, Path(id): Path<i64>) -> Result<Js
 
 /// A build the caller may see.
 async fn one(rest: &Rest, id: i64) -> Result<BuildRow, ApiError> {
-    let mut sql = Sql::new(&select());
-    sql.push(" WHERE b.id = ").bind(id);
-    rest.visible(&mut sql, "b.project_id");
-    rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)
+    rest.fetch_visible(&select(), "b.id", id, "b.project_id").await
 }
 
 /// Checks that the build exists and the caller may see it.
 pub(crate) async fn check_visible(rest: &Rest, id: i64) -> Result<(), ApiError> {
-    let mut sql = Sql::new("SELECT b.id FROM builds b WHERE b.id = ");
-    sql.bind(id);
-    rest.visible(&mut sql, "b.project_id");
-    let found: Option<(i64,)> = rest.state.store.fetch_optional(&sql).await?;
-    found.map(|_| ()).ok_or_else(not_found)
+    let _: (i64,) = rest.fetch_visible("SELECT b.id FROM builds b", "b.id", id, "b.project_id").await?;
+    Ok(())
 }
 
 async fn detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
@@ -155,9 +148,7 @@ async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let build = one(&rest, id).await?;
     let project = visible_project(&rest, build.project_id).await?;
-    if !caller_in(&state, rest.user.as_ref(), project.group_id).await?.can_write() {
-        return Err(ApiError::forbidden("You do not have permission to perform this action."));
-    }
+    rest.require_admin(project.group_id).await?;
     let input = Input::read(&state, &headers, body).await?;
     if input.text("version")?.is_some_and(|v| v != build.version) {
         return Err(field_error("version", "a build's version cannot be changed"));

@@ -6,9 +6,9 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use squadron_store::accounts::User;
-use squadron_store::sql::Sql;
+use squadron_store::sql::{Row, Sql};
 
-use crate::auth::rest_user;
+use crate::auth::{caller_in, rest_user};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -135,6 +135,33 @@ impl Rest {
                 sql.push(&format!(" AND {project_column} IN (SELECT id FROM projects WHERE is_public)"));
             }
         }
+    }
+
+    /// Checks that the caller administers the group (or is a superuser):
+    /// what REST writes need.
+    pub async fn require_admin(&self, group_id: i64) -> Result<(), ApiError> {
+        if self.user.is_none() {
+            return Err(ApiError::unauthorized("Authentication credentials were not provided."));
+        }
+        if !caller_in(&self.state, self.user.as_ref(), group_id).await?.can_write() {
+            return Err(ApiError::forbidden("You do not have permission to perform this action."));
+        }
+        Ok(())
+    }
+
+    /// The row of `select` whose `id_column` is `id`, if the caller may
+    /// see its project (`project_column`); 404 otherwise.
+    pub async fn fetch_visible<T: Row>(
+        &self,
+        select: &str,
+        id_column: &str,
+        id: i64,
+        project_column: &str,
+    ) -> Result<T, ApiError> {
+        let mut sql = Sql::new(select);
+        sql.push(&format!(" WHERE {id_column} = ")).bind(id);
+        self.visible(&mut sql, project_column);
+        self.state.store.fetch_optional(&sql).await?.ok_or_else(|| ApiError::not_found("Not found."))
     }
 
     /// Whether `?fields=` (if given) asks for `key`.

@@ -13,8 +13,7 @@ use squadron_store::sql::{Assignments, Sql, Value as SqlValue};
 use super::filter::{field, relation, FilterSet, Filters, Kind, EXACT_IN, TEXT};
 use super::page::{fetch, Keyed, Paging};
 use super::projects::{visible_project, PROJECT_FILTERS};
-use super::{field_error, json, not_found, not_implemented, Input, Rest};
-use crate::auth::caller_in;
+use super::{field_error, json, not_implemented, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -79,10 +78,7 @@ async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
 }
 
 async fn one(rest: &Rest, id: i64) -> Result<EnvironmentRow, ApiError> {
-    let mut sql = Sql::new(SELECT);
-    sql.push(" WHERE e.id = ").bind(id);
-    rest.visible(&mut sql, "e.project_id");
-    rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)
+    rest.fetch_visible(SELECT, "e.id", id, "e.project_id").await
 }
 
 async fn detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
@@ -111,10 +107,7 @@ fn assignments(input: &Input) -> Result<Assignments, ApiError> {
 /// Checks that the caller administers the project's group.
 async fn may_write(rest: &Rest, project: i64) -> Result<(), ApiError> {
     let project = visible_project(rest, project).await?;
-    if !caller_in(&rest.state, rest.user.as_ref(), project.group_id).await?.can_write() {
-        return Err(ApiError::forbidden("You do not have permission to perform this action."));
-    }
-    Ok(())
+    rest.require_admin(project.group_id).await
 }
 
 fn unique_slug(e: squadron_store::StoreError) -> ApiError {

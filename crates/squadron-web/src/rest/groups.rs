@@ -12,7 +12,6 @@ use squadron_store::sql::Sql;
 use super::filter::{field, FilterSet, Filters, Kind, EXACT_IN, TEXT};
 use super::page::{fetch, Keyed, Paging};
 use super::{json, not_found, not_implemented, Input, Rest};
-use crate::auth::caller_in;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -126,10 +125,7 @@ async fn update(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let group = one(&rest, id).await?;
-    let caller = caller_in(&state, rest.user.as_ref(), group.id).await?;
-    if !caller.can_write() {
-        return Err(ApiError::forbidden("You do not have permission to perform this action."));
-    }
+    rest.require_admin(group.id).await?;
     let input = Input::read(&state, &headers, body).await?;
     if input.has("slug") && input.text("slug")?.as_deref() != Some(group.slug.as_str()) {
         return Err(super::field_error("slug", "a group's slug cannot be changed"));

@@ -17,8 +17,7 @@ use super::filter::{field, relation, Field, FilterSet, Filters, Kind, Lookup, EX
 use super::groups::GROUP_FILTERS;
 use super::page::{fetch, Keyed, Paging};
 use super::suites::{render_name, NameRow, NAME_SELECT};
-use super::{field_error, json, not_found, not_implemented, time, Input, Rest};
-use crate::auth::caller_in;
+use super::{field_error, json, not_implemented, time, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -120,10 +119,7 @@ async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
 
 /// A project the caller may see.
 pub(crate) async fn visible_project(rest: &Rest, id: i64) -> Result<ProjectRow, ApiError> {
-    let mut sql = Sql::new(SELECT);
-    sql.push(" WHERE p.id = ").bind(id);
-    rest.visible(&mut sql, "p.id");
-    rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)
+    rest.fetch_visible(SELECT, "p.id", id, "p.id").await
 }
 
 async fn detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
@@ -187,12 +183,7 @@ async fn create(
     if !is_valid_slug(&slug) {
         return Err(field_error("slug", &format!("{slug:?} is not a valid slug (letters, digits, '_', '.', '-')")));
     }
-    if rest.user.is_none() {
-        return Err(ApiError::unauthorized("Authentication credentials were not provided."));
-    }
-    if !caller_in(&state, rest.user.as_ref(), group).await?.can_write() {
-        return Err(ApiError::forbidden("You do not have permission to perform this action."));
-    }
+    rest.require_admin(group).await?;
     let set = assignments(&input)?;
     let new = NewProject { group_id: group, slug: &slug, name: None, is_public: true, enabled_plugins_list: None };
     let project = state.store.create_project_with(new, &set).await?;
@@ -208,9 +199,7 @@ async fn update(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let project = visible_project(&rest, id).await?;
-    if !caller_in(&state, rest.user.as_ref(), project.group_id).await?.can_write() {
-        return Err(ApiError::forbidden("You do not have permission to perform this action."));
-    }
+    rest.require_admin(project.group_id).await?;
     let input = Input::read(&state, &headers, body).await?;
     if input.link("group", "groups")?.is_some_and(|g| g != project.group_id) {
         return Err(field_error("group", "a project cannot be moved to another group"));

@@ -73,10 +73,7 @@ async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
 }
 
 async fn one(rest: &Rest, id: i64) -> Result<SuiteRow, ApiError> {
-    let mut sql = Sql::new(SELECT);
-    sql.push(" WHERE s.id = ").bind(id);
-    rest.visible(&mut sql, "s.project_id");
-    rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)
+    rest.fetch_visible(SELECT, "s.id", id, "s.project_id").await
 }
 
 /// Checks that the suite exists and the caller may see it.

@@ -164,10 +164,8 @@ pub(crate) async fn build_testruns(rest: Rest, Path(id): Path<i64>) -> Result<Js
 
 /// A visible test run the caller may see.
 async fn one(rest: &Rest, id: i64) -> Result<RunRow, ApiError> {
-    let mut sql = Sql::new(SELECT);
-    sql.push(" WHERE r.visible AND r.id = ").bind(id);
-    rest.visible(&mut sql, "b.project_id");
-    rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)
+    // Hidden runs (being ingested) are not there.
+    rest.fetch_visible(SELECT, "r.visible AND r.id", id, "b.project_id").await
 }
 
 /// Checks that the run exists, is visible and the caller may see it.
@@ -336,10 +334,7 @@ async fn run_status(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiE
 }
 
 async fn status_detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    let mut sql = Sql::new(STATUS_SELECT);
-    sql.push(" WHERE s.id = ").bind(id);
-    rest.visible(&mut sql, "b.project_id");
-    let status: StatusRow = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
+    let status: StatusRow = rest.fetch_visible(STATUS_SELECT, "s.id", id, "b.project_id").await?;
     Ok(Json(render_status(&rest, &status)))
 }
 
