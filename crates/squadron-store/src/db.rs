@@ -21,8 +21,12 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// Batches of one submission written at once on PostgreSQL.
 const POSTGRES_WRITE_PARALLELISM: usize = 2;
 
-/// How much of the SQLite file reader connections map into memory.
-const READER_MMAP_BYTES: &str = "1073741824";
+/// How much of the SQLite file the name-lookup connections map into memory.
+const LOOKUP_MMAP_BYTES: &str = "268435456";
+
+/// The page cache of each SQLite read connection (KiB, negative as SQLite
+/// takes it).
+const READER_CACHE: &str = "-8192";
 
 /// How long a writer waits for SQLite's lock held by another process.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,7 +35,12 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection for writes (which serialises writers inside the process) and
 /// a pool of readers (WAL lets them read while a write is in progress).
 pub(crate) enum Engine {
-    Sqlite { writer: SqlitePool, reader: SqlitePool },
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+        /// Readers for ingestion's name lookups (see `connect_with`).
+        lookup: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -144,16 +153,23 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(600))
                 .connect_with(options.clone())
                 .await?;
-            // Readers see their page cache reset whenever the database changed
-            // since their last read (every ingested batch), so they read through
-            // a memory map instead of copying pages in again.
-            let reader_options = options.pragma("mmap_size", READER_MMAP_BYTES).pragma("cache_size", "-8192");
             let reader = SqlitePoolOptions::new()
                 .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .max_connections(8)
-                .connect_with(reader_options)
+                .connect_with(options.clone().pragma("cache_size", READER_CACHE))
                 .await?;
-            Engine::Sqlite { writer, reader }
+            // A reader's page cache is reset whenever another connection
+            // changed the database since its last read: every ingested batch.
+            // The name lookups of ingestion, which read the name index again
+            // for each batch, go through a memory map instead of copying its
+            // pages in again. They get connections of their own so that only
+            // that index, not every page other reads touch, is mapped.
+            let lookup = SqlitePoolOptions::new()
+                .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
+                .max_connections(2)
+                .connect_with(options.pragma("mmap_size", LOOKUP_MMAP_BYTES).pragma("cache_size", READER_CACHE))
+                .await?;
+            Engine::Sqlite { writer, reader, lookup }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -301,9 +317,10 @@ impl Store {
     /// Closes every connection.
     pub async fn close(&self) {
         match self.engine() {
-            Engine::Sqlite { writer, reader } => {
+            Engine::Sqlite { writer, reader, lookup } => {
                 writer.close().await;
                 reader.close().await;
+                lookup.close().await;
             }
             Engine::Postgres(pool) => pool.close().await,
         }

@@ -146,7 +146,7 @@ impl Store {
             return Ok(ids);
         }
         let found = match self.engine() {
-            crate::db::Engine::Sqlite { reader, .. } => select_sqlite(reader, kind, keys).await?,
+            crate::db::Engine::Sqlite { lookup, .. } => select_sqlite(lookup, kind, keys).await?,
             crate::db::Engine::Postgres(pool) => select_postgres(pool, kind, keys).await?,
         };
         place(found, &mut ids);
