@@ -159,11 +159,13 @@ CREATE TABLE attachments (
 CREATE INDEX attachments_test_run ON attachments (test_run_id);
 
 -- Interned names, global as SQUAD's: kind is 'suite' (name '-'), 'test' or 'metric'.
+-- Names are identifiers matched exactly: byte-wise comparison ("C") spares
+-- every lookup and insert the database's locale rules.
 CREATE TABLE suite_metadata (
     id BIGSERIAL PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('suite', 'test', 'metric')),
-    suite TEXT NOT NULL,
-    name TEXT NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL CHECK (kind IN ('suite', 'test', 'metric')),
+    suite TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
     description TEXT,
     instructions_to_reproduce TEXT,
     UNIQUE (kind, suite, name)
@@ -183,7 +185,7 @@ INSERT INTO name_epoch (id, epoch) VALUES (1, 0);
 CREATE TABLE suites (
     id BIGSERIAL PRIMARY KEY,
     project_id BIGINT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
-    slug TEXT NOT NULL,
+    slug TEXT COLLATE "C" NOT NULL,
     name TEXT,
     metadata_id BIGINT REFERENCES suite_metadata (id),
     UNIQUE (project_id, slug)
