@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::migrate::{Migrate, Migrator};
+use futures_util::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migrate, Migration, MigrationSource, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use squadron_queue::{install_sqlite_wake, Conn, QueueDb, StepTx, Wake};
 
 use crate::StoreError;
 
@@ -40,6 +43,8 @@ pub(crate) enum Engine {
         reader: SqlitePool,
         /// Readers for ingestion's name lookups (see `connect_with`).
         lookup: SqlitePool,
+        /// Wakes this process's workers when a write enqueued tasks.
+        wake: Wake,
     },
     Postgres(PgPool),
 }
@@ -147,7 +152,10 @@ impl Store {
                 .foreign_keys(true)
                 .pragma("cache_size", "-65536")
                 .pragma("temp_store", "memory");
+            let wake = Wake::default();
+            let wake_on_connect = wake.clone();
             let writer = SqlitePoolOptions::new()
+                .after_connect(move |conn, _| Box::pin(install_sqlite_wake(conn, wake_on_connect.clone())))
                 .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(600))
@@ -169,7 +177,7 @@ impl Store {
                 .max_connections(2)
                 .connect_with(options.pragma("mmap_size", LOOKUP_MMAP_BYTES).pragma("cache_size", READER_CACHE))
                 .await?;
-            Engine::Sqlite { writer, reader, lookup }
+            Engine::Sqlite { writer, reader, lookup, wake }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -212,19 +220,35 @@ impl Store {
         &self.inner.url
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    /// The queue's handle on this database: the same pools, so a task is
+    /// enqueued in the transaction of the writes that call for it.
+    pub fn queue_db(&self) -> QueueDb {
         match self.engine() {
-            Engine::Sqlite { .. } => &SQLITE_MIGRATOR,
-            Engine::Postgres(_) => &POSTGRES_MIGRATOR,
+            Engine::Sqlite { writer, reader, wake, .. } => {
+                QueueDb::Sqlite { writer: writer.clone(), reader: reader.clone(), wake: wake.clone() }
+            }
+            Engine::Postgres(pool) => QueueDb::Postgres(pool.clone()),
         }
+    }
+
+    /// Every migration of this engine: the store's, then the queue's (whose
+    /// tables live in the same database), in one history.
+    async fn migrator(&self) -> Result<Migrator, StoreError> {
+        let (store, queue) = match self.engine() {
+            Engine::Sqlite { .. } => (&SQLITE_MIGRATOR, &squadron_queue::SQLITE_MIGRATIONS),
+            Engine::Postgres(_) => (&POSTGRES_MIGRATOR, &squadron_queue::POSTGRES_MIGRATIONS),
+        };
+        let all = store.iter().chain(queue.iter()).cloned().collect();
+        Ok(Migrator::new(MigrationList(all)).await?)
     }
 
     /// Applies pending migrations; returns how many were pending.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let pending = self.pending_migrations().await?;
+        let migrator = self.migrator().await?;
         match self.engine() {
-            Engine::Sqlite { writer, .. } => SQLITE_MIGRATOR.run(writer).await?,
-            Engine::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+            Engine::Sqlite { writer, .. } => migrator.run(writer).await?,
+            Engine::Postgres(pool) => migrator.run(pool).await?,
         }
         Ok(pending)
     }
@@ -263,6 +287,7 @@ impl Store {
         .collect();
         Ok(self
             .migrator()
+            .await?
             .iter()
             .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
             .count())
@@ -270,7 +295,7 @@ impl Store {
 
     /// Starts a write transaction. On SQLite it takes the write lock at
     /// once (`BEGIN IMMEDIATE`), so it never fails later on lock upgrade.
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let tx = match self.engine() {
             Engine::Sqlite { writer, .. } => EngineTx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
             Engine::Postgres(pool) => EngineTx::Postgres(pool.begin().await?),
@@ -317,7 +342,7 @@ impl Store {
     /// Closes every connection.
     pub async fn close(&self) {
         match self.engine() {
-            Engine::Sqlite { writer, reader, lookup } => {
+            Engine::Sqlite { writer, reader, lookup, .. } => {
                 writer.close().await;
                 reader.close().await;
                 lookup.close().await;
@@ -354,14 +379,25 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Migrations gathered from several migrators into one history.
+#[derive(Debug)]
+struct MigrationList(Vec<Migration>);
+
+impl MigrationSource<'static> for MigrationList {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
+}
+
 pub(crate) enum EngineTx {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
 
 /// A write transaction; its hold time is recorded when it ends, by commit,
-/// or by being dropped (which rolls it back).
-pub(crate) struct WriteTx {
+/// or by being dropped (which rolls it back). A task's step commits its
+/// writes in one, with its checkpoint and lease check ([`StepTx`]).
+pub struct WriteTx {
     pub(crate) tx: EngineTx,
     _hold: HoldGuard,
 }
@@ -380,13 +416,29 @@ impl Drop for HoldGuard {
 
 impl WriteTx {
     /// Commits.
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.commit_engine().await?)
+    }
+
+    async fn commit_engine(self) -> Result<(), sqlx::Error> {
         let WriteTx { tx, _hold } = self;
         match tx {
-            EngineTx::Sqlite(t) => t.commit().await?,
-            EngineTx::Postgres(t) => t.commit().await?,
+            EngineTx::Sqlite(t) => t.commit().await,
+            EngineTx::Postgres(t) => t.commit().await,
         }
-        Ok(())
+    }
+}
+
+impl StepTx for WriteTx {
+    fn conn(&mut self) -> Conn<'_> {
+        match &mut self.tx {
+            EngineTx::Sqlite(t) => Conn::Sqlite(t),
+            EngineTx::Postgres(t) => Conn::Postgres(t),
+        }
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.commit_engine().await
     }
 }
 

@@ -5,78 +5,51 @@
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`): each test
 //! creates its own database there and drops it when done.
 
-use std::time::Duration;
+pub use squadron_queue::testing::{postgres_admin_url, ScratchDatabase};
+/// The queue's two-engine test macro, for any test database type.
+pub use squadron_queue::both_engines as both_engines_of;
 
 use crate::blob::BlobStore;
 use crate::db::{Engine, Migrations};
 use crate::Store;
 
 /// Runs the async test body once on SQLite and once on PostgreSQL, as
-/// `<name>::sqlite` and `<name>::postgres`.
+/// `<name>::sqlite` and `<name>::postgres`, with a fresh [`TestDb`].
 #[macro_export]
 macro_rules! both_engines {
-    ($(async fn $name:ident($db:ident: TestDb) $body:block)*) => {$(
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let $db = $crate::testing::TestDb::sqlite().await;
-                $body
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let $db = $crate::testing::TestDb::postgres().await;
-                $body
-            }
-        }
-    )*};
-}
-
-/// The PostgreSQL server tests use.
-pub fn postgres_admin_url() -> String {
-    std::env::var("SQUADRON_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    ($(async fn $name:ident($db:ident: TestDb) $body:block)*) => {
+        $crate::testing::both_engines_of! { $crate::testing::TestDb; $(async fn $name($db) $body)* }
+    };
 }
 
 /// A fresh, migrated database and blob store, removed when dropped.
 pub struct TestDb {
     /// The store.
     pub store: Store,
-    /// A blob store in a temporary directory.
+    /// A blob store in the scratch directory.
     pub blobs: BlobStore,
     /// The database URL (to open more connections, e.g. from a child process).
     pub url: String,
-    /// The temporary directory (SQLite file, blobs).
-    pub dir: tempfile::TempDir,
-    postgres_database: Option<String>,
+    /// The database, and a temporary directory (SQLite file, blobs).
+    pub scratch: ScratchDatabase,
 }
 
 impl TestDb {
     /// A fresh SQLite database in a temporary directory.
     pub async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let url = format!("sqlite://{}", dir.path().join("squadron.db").display());
-        Self::open(url, dir, None).await
+        Self::open(ScratchDatabase::sqlite()).await
     }
 
     /// A fresh PostgreSQL database on the test server.
     pub async fn postgres() -> TestDb {
-        let name = format!("squadron_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = postgres_admin_url();
-        let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL for tests is reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create test database");
-        pool.close().await;
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
-        let url = format!("{base}/{name}");
-        let dir = tempfile::tempdir().expect("temporary directory");
-        Self::open(url, dir, Some(name)).await
+        Self::open(ScratchDatabase::postgres().await).await
     }
 
-    async fn open(url: String, dir: tempfile::TempDir, postgres_database: Option<String>) -> TestDb {
+    async fn open(scratch: ScratchDatabase) -> TestDb {
+        let url = scratch.url.clone();
         let store = Store::open(&url, Migrations::Apply).await.expect("open and migrate the test database");
-        let blobs = BlobStore::open(dir.path().join("blobs")).expect("blob store");
-        TestDb { store, blobs, url, dir, postgres_database }
+        let blobs = BlobStore::open(scratch.dir.path().join("blobs")).expect("blob store");
+        TestDb { store, blobs, url, scratch }
     }
 
     /// Creates group `g` with public project `p`; returns the project's id.
@@ -143,28 +116,4 @@ pub async fn table_counts(store: &Store) -> Vec<(String, i64)> {
         counts.push((table, n));
     }
     counts
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.postgres_database.take() else {
-            return;
-        };
-        // Drop the database from a thread of its own: this may run inside
-        // the test's runtime, which cannot be blocked on.
-        let admin = postgres_admin_url();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async {
-                if let Ok(pool) =
-                    sqlx::postgres::PgPoolOptions::new().acquire_timeout(Duration::from_secs(10)).connect(&admin).await
-                {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(&sql).execute(&pool).await;
-                    pool.close().await;
-                }
-            });
-        })
-        .join();
-    }
 }
