@@ -49,6 +49,7 @@ mod enqueue;
 mod job;
 mod lease;
 pub mod metrics;
+mod periodic;
 mod registry;
 pub mod routing;
 mod task;
@@ -62,6 +63,7 @@ pub use enqueue::{Enqueued, Queue};
 pub use job::Job;
 pub use lease::{Released, INTERRUPT_BUDGET};
 pub use metrics::Metrics;
+pub use periodic::{Fired, Periodic, Scheduler};
 pub use registry::Registry;
 pub use routing::Routes;
 pub use task::{NewTask, Outcome, RunAt, Task, TaskError, DEFAULT_MAX_ATTEMPTS};
@@ -89,6 +91,14 @@ pub enum QueueError {
     /// Retrying the task would make two pending tasks share a unique key.
     #[error("task {0} cannot run again: another task with its unique key is waiting or running")]
     UniqueKeyTaken(i64),
+    /// A periodic schedule's cron expression does not parse.
+    #[error("schedule {name}: {reason}")]
+    BadSchedule {
+        /// The schedule.
+        name: String,
+        /// What is wrong with its expression.
+        reason: String,
+    },
     /// The database could not be reached for a background duty.
     #[error("unavailable: {0}")]
     Unavailable(String),

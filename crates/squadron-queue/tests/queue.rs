@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use squadron_queue::admin;
 use squadron_queue::testing::TestQueueDb;
 use squadron_queue::{
-    both_engines, with_conn, Backoff, Enqueued, Job, Metrics, NewTask, Outcome, Queue, QueueDb, Registry, Routes,
-    RunAt, Shutdown, StepTx, Task, TaskError, Timing, Worker, WorkerConfig, WorkerReport,
+    both_engines, with_conn, Backoff, Enqueued, Job, Metrics, NewTask, Outcome, Periodic, Queue, QueueDb, Registry,
+    Routes, RunAt, Scheduler, Shutdown, StepTx, Task, TaskError, Timing, Worker, WorkerConfig, WorkerReport,
 };
 use tokio::task::JoinHandle;
 
@@ -496,6 +496,36 @@ async fn routes_send_a_kind_to_another_queue(t) {
     assert_eq!(names, vec!["core_quick", "elsewhere"]);
     assert_eq!(depths[1].count("available"), 1);
     assert_eq!(depths[0].count("available"), 0);
+}
+
+
+async fn two_schedulers_enqueue_each_period_once(t) {
+    let every_second = || vec![Periodic::new("probe", "* * * * * *", NewTask::of(&Probed::default())).unwrap()];
+    let first = Arc::new(Scheduler::new(t.db.clone(), Queue::default(), every_second()));
+    let second = Arc::new(Scheduler::new(t.db.clone(), Queue::default(), every_second()));
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+    // Both look at the same instants at once: four looks in each of five
+    // periods.
+    let instants: Vec<_> = (0..20).map(|i| start + chrono::TimeDelta::milliseconds(250 * i)).collect();
+    let run = |s: Arc<Scheduler>, instants: Vec<_>| {
+        tokio::spawn(async move {
+            let mut fired = Vec::new();
+            for now in instants {
+                fired.extend(s.tick(now).await.unwrap());
+            }
+            fired
+        })
+    };
+    let (a, b) = (run(first, instants.clone()), run(second, instants));
+    let mut fired = a.await.unwrap();
+    fired.extend(b.await.unwrap());
+    let mut periods: Vec<_> = fired.iter().map(|f| f.period_start).collect();
+    periods.sort();
+    let expected: Vec<_> = (0..5).map(|i| start + chrono::TimeDelta::seconds(i)).collect();
+    assert_eq!(periods, expected, "each period enqueued by exactly one scheduler");
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM periodic_runs WHERE schedule = 'probe'").await, 5);
+    // Periods do not pile up behind a task no worker ran yet.
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM tasks").await, 1);
 }
 
 }

@@ -5,9 +5,9 @@
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`): each test
 //! creates its own database there and drops it when done.
 
-pub use squadron_queue::testing::{postgres_admin_url, ScratchDatabase};
 /// The queue's two-engine test macro, for any test database type.
 pub use squadron_queue::both_engines as both_engines_of;
+pub use squadron_queue::testing::{postgres_admin_url, ScratchDatabase};
 
 use crate::blob::BlobStore;
 use crate::db::{Engine, Migrations};
