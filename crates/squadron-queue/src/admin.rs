@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::db::{on_writer, QueueDb, NOW};
 use crate::lease::WAITING_STATES;
-use crate::task::micros;
-use crate::QueueError;
+use crate::task::{micros, Outcome, Task, TaskError};
+use crate::{Job, QueueError};
 
 /// Every state a task can be in, in the order they are shown.
 pub const STATES: [&str; 7] = ["available", "scheduled", "retryable", "running", "completed", "failed", "cancelled"];
@@ -268,9 +268,13 @@ pub async fn prune(db: &QueueDb, retention: Retention) -> Result<u64, QueueError
         "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE state IN ('completed', 'cancelled', 'failed') \
             AND finished_at < {NOW} - CASE WHEN state = 'failed' THEN $2 ELSE $1 END LIMIT $3)"
     );
+    // The latest period of each schedule stays whatever its age: it is what
+    // tells a scheduler that period already ran.
     let runs_sql = format!(
         "DELETE FROM periodic_runs WHERE (schedule, period_start) IN \
-            (SELECT schedule, period_start FROM periodic_runs WHERE period_start < {NOW} - $1 LIMIT $2)"
+            (SELECT schedule, period_start FROM periodic_runs r WHERE period_start < {NOW} - $1 \
+                AND period_start < (SELECT MAX(period_start) FROM periodic_runs l WHERE l.schedule = r.schedule) \
+             LIMIT $2)"
     );
     let mut pruned = 0;
     loop {
@@ -298,4 +302,32 @@ pub async fn prune(db: &QueueDb, retention: Retention) -> Result<u64, QueueError
         }
     }
     Ok(pruned)
+}
+
+/// What [`PruneFinished`] needs: the database and how long to keep tasks.
+pub struct Pruning {
+    /// The queue's database.
+    pub db: QueueDb,
+    /// How long finished tasks are kept.
+    pub retention: Retention,
+}
+
+/// The periodic task that prunes finished tasks (see [`prune`]). Deleting
+/// rows past their retention is idempotent, so a run cut short is simply
+/// run again.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct PruneFinished {}
+
+impl Task for PruneFinished {
+    const KIND: &'static str = "prune_finished_tasks";
+    const QUEUE: &'static str = "core_quick";
+    type Context = Pruning;
+
+    async fn run(&self, cx: &Pruning, _job: &mut Job) -> Result<Outcome, TaskError> {
+        let pruned = prune(&cx.db, cx.retention).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "pruned finished tasks past their retention");
+        }
+        Ok(Outcome::Done)
+    }
 }

@@ -60,6 +60,15 @@ impl QueueDb {
         })
     }
 
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        match self {
+            QueueDb::Sqlite { reader, .. } => sqlx::query("SELECT 1").execute(reader).await.map(|_| ())?,
+            QueueDb::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?,
+        };
+        Ok(())
+    }
+
     /// The queue's migrations for this engine.
     pub fn migrations(&self) -> &'static Migrator {
         match self {

@@ -44,6 +44,8 @@
 
 pub mod admin;
 mod backoff;
+#[cfg(feature = "test-kinds")]
+pub mod crash_test;
 mod db;
 mod enqueue;
 mod job;
@@ -102,4 +104,21 @@ pub enum QueueError {
     /// The database could not be reached for a background duty.
     #[error("unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Registers the crash-test task kinds in builds with feature
+/// `test-kinds` (test builds only) and returns whether it did; does
+/// nothing otherwise. Lets a binary's tests run them without the release
+/// binary knowing them.
+pub fn register_test_kinds(registry: &mut Registry, worker: &str) -> std::io::Result<bool> {
+    #[cfg(feature = "test-kinds")]
+    {
+        crash_test::register(registry, worker)?;
+        Ok(true)
+    }
+    #[cfg(not(feature = "test-kinds"))]
+    {
+        let _ = (registry, worker);
+        Ok(false)
+    }
 }

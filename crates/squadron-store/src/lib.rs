@@ -11,6 +11,7 @@ pub mod blob;
 pub mod builds;
 mod error;
 pub mod ingest;
+pub mod maintenance;
 pub mod projects;
 pub mod sql;
 #[cfg(feature = "testing")]

@@ -6,19 +6,20 @@ mod auth;
 pub mod error;
 mod form;
 mod native;
+mod ops;
 mod rest;
 mod urlencoded;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
+use squadron_queue::{Metrics, Queue};
 use squadron_store::blob::BlobStore;
 use squadron_store::Store;
 
 pub use native::{SQUAD_API_VERSION, VERSION};
+pub use ops::{ops_router, Ops};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -45,6 +46,29 @@ pub struct AppState {
     pub blobs: BlobStore,
     /// Settings.
     pub config: Arc<WebConfig>,
+    /// Enqueues tasks, routed as configured.
+    pub queue: Queue,
+    /// The queue's metrics in this process.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// State with the default settings, routes and a fresh metrics registry.
+    pub fn new(store: Store, blobs: BlobStore) -> AppState {
+        AppState {
+            store,
+            blobs,
+            config: Arc::new(WebConfig::default()),
+            queue: Queue::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// What the operators' probes look at.
+    pub fn ops(&self) -> Ops {
+        let queues = self.queue.routes().known_queues(std::iter::empty());
+        Ops { metrics: self.metrics.clone(), db: self.store.queue_db(), queues }
+    }
 }
 
 /// The whole HTTP API.
@@ -57,15 +81,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/version/", get(native::version))
         .route("/api/version", get(native::version))
         .merge(rest::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
-
-/// Ready when the database answers.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
-    }
+        .with_state(state.clone())
+        .merge(ops_router(state.ops()))
 }

@@ -1,16 +1,21 @@
 //! Command-line arguments, environment variables, and opening the database
 //! they name.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use squadron_queue::admin::Retention;
+use squadron_queue::Routes;
 use squadron_store::blob::BlobStore;
 use squadron_store::{redact_url, Migrations, Store};
 
 use crate::admin::AdminCommand;
 use crate::bench::BenchCommand;
+use crate::queue::QueueCommand;
 
 /// squadron: test results and CI results pipeline, compatible with SQUAD.
 #[derive(Debug, Parser)]
@@ -35,8 +40,56 @@ pub struct Cli {
     #[arg(long, global = true, env = "SQUADRON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    #[command(flatten)]
+    pub queue: QueueOptions,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the task queue is configured; every command that enqueues, runs or
+/// shows tasks reads the same options.
+#[derive(Debug, Args)]
+pub struct QueueOptions {
+    /// Run a kind of task on another queue than its default: KIND=QUEUE
+    /// (repeatable, or comma-separated in the variable).
+    #[arg(long = "route", global = true, env = "SQUADRON_QUEUE_ROUTES", value_delimiter = ',', value_parser = parse_route)]
+    pub routes: Vec<(String, String)>,
+
+    /// How long a worker holds a task between lease renewals (renewed
+    /// every third of it): how soon another worker takes over the tasks of
+    /// a worker that died.
+    #[arg(long, global = true, env = "SQUADRON_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+
+    /// How long completed and cancelled tasks are kept.
+    #[arg(long, global = true, env = "SQUADRON_KEEP_COMPLETED_TASKS", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub keep_completed: Duration,
+
+    /// How long failed tasks are kept.
+    #[arg(long, global = true, env = "SQUADRON_KEEP_FAILED_TASKS", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub keep_failed: Duration,
+}
+
+fn parse_route(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((kind, queue)) if !kind.trim().is_empty() && !queue.trim().is_empty() => {
+            Ok((kind.trim().to_string(), queue.trim().to_string()))
+        }
+        _ => Err(format!("{raw:?} is not KIND=QUEUE")),
+    }
+}
+
+impl QueueOptions {
+    /// The configured routes.
+    pub fn routes(&self) -> Routes {
+        Routes::new(self.routes.iter().cloned().collect::<BTreeMap<_, _>>())
+    }
+
+    /// How long finished tasks are kept.
+    pub fn retention(&self) -> Retention {
+        Retention { completed: self.keep_completed, failed: self.keep_failed }
+    }
 }
 
 /// How logs are written.
@@ -50,8 +103,15 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP API (and, as they arrive, the workers and scheduler).
+    /// Run the HTTP API, workers for every queue, and the periodic scheduler.
     Serve(ServeArgs),
+    /// Run tasks from some or all queues until SIGTERM or SIGINT.
+    Worker(WorkerArgs),
+    /// Enqueue periodic tasks as their periods start (safe to run twice).
+    Scheduler,
+    /// Look at the task queue, retry or cancel a task.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Apply pending database migrations.
     Migrate,
     /// Manage users, tokens, groups and projects.
@@ -76,6 +136,37 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes (larger uploads get 413).
     #[arg(long, env = "SQUADRON_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+
+    #[command(flatten)]
+    pub work: WorkOptions,
+}
+
+/// How a worker runs its tasks.
+#[derive(Debug, Args)]
+pub struct WorkOptions {
+    /// How many tasks of each queue run at once.
+    #[arg(long, env = "SQUADRON_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// On SIGTERM or SIGINT, how long running tasks get to reach a step
+    /// boundary before they are handed back anyway (a second signal hands
+    /// them back at once).
+    #[arg(long, env = "SQUADRON_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The queues to serve (comma-separated); every queue when absent.
+    #[arg(long, env = "SQUADRON_QUEUES", value_delimiter = ',')]
+    pub queues: Vec<String>,
+
+    #[command(flatten)]
+    pub work: WorkOptions,
+
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, env = "SQUADRON_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
 }
 
 /// Sets up logging to standard error (`RUST_LOG` filters; default `info`).

@@ -3,7 +3,9 @@
 mod admin;
 mod bench;
 mod cli;
+mod queue;
 mod serve;
+mod work;
 
 use std::process::ExitCode;
 
@@ -18,6 +20,9 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match &cli.command {
             Command::Serve(args) => serve::serve(&cli, args).await,
+            Command::Worker(args) => work::worker_command(&cli, args).await,
+            Command::Scheduler => work::scheduler_command(&cli).await,
+            Command::Queue(command) => queue::run(&cli, command).await,
             Command::Migrate => cli::migrate(&cli).await,
             Command::Admin(command) => admin::run(&cli, command).await,
             Command::Bench(command) => bench::run(command).await,

@@ -79,7 +79,7 @@ fn explicit_databases_are_migrated_only_when_asked() {
     assert!(err.contains("cannot open the database"), "{err}");
     assert!(!d.join("explicit.db").exists(), "a refused database is not created");
 
-    assert!(ok(d, &["--database", &url, "migrate"]).contains("applied 1 migration"));
+    assert!(ok(d, &["--database", &url, "migrate"]).contains("applied 2 migration"));
     ok(d, &["--database", &url, "admin", "group", "create", "g"]);
     assert!(ok(d, &["--database", &url, "migrate"]).contains("applied 0 migration"));
 

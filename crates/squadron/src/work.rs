@@ -1,0 +1,141 @@
+//! Running tasks: `squadron worker`, `squadron scheduler`, and the same
+//! inside `serve`. Wires the task kinds of every component to the queue.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use squadron_queue::admin::{PruneFinished, Pruning};
+use squadron_queue::{
+    default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
+    Timing, Worker, WorkerConfig,
+};
+use squadron_store::maintenance::SweepHiddenRuns;
+use squadron_store::Store;
+use squadron_web::{ops_router, Ops};
+use tracing::{info, warn};
+
+use crate::cli::{Cli, QueueOptions, WorkOptions, WorkerArgs};
+
+/// Every task kind this binary runs, with what its handler needs.
+pub fn registry(store: &Store, options: &QueueOptions, owner: &str) -> anyhow::Result<Registry> {
+    let mut registry = Registry::new();
+    registry.register::<SweepHiddenRuns>(Arc::new(store.clone()));
+    registry.register::<PruneFinished>(Arc::new(Pruning { db: store.queue_db(), retention: options.retention() }));
+    if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
+        warn!("this is a test build: the crash-test task kinds are registered");
+    }
+    Ok(registry)
+}
+
+/// The periodic tasks: the sweep of hidden runs left by dead writers every
+/// minute, and the pruning of old finished tasks every ten minutes.
+pub fn schedules() -> Vec<Periodic> {
+    vec![
+        Periodic::new("sweep_hidden_runs", "* * * * *", NewTask::of(&SweepHiddenRuns {})).expect("valid schedule"),
+        Periodic::new("prune_finished_tasks", "*/10 * * * *", NewTask::of(&PruneFinished {})).expect("valid schedule"),
+    ]
+}
+
+/// The queues a worker serves: those named, each checked to be a known
+/// queue, or every queue some task kind runs on.
+fn worker_queues(named: &[String], registry: &Registry, queue: &Queue) -> anyhow::Result<Vec<String>> {
+    if named.is_empty() {
+        return Ok(registry.queues(queue.routes()).into_iter().collect());
+    }
+    let known = queue.routes().known_queues(registry.queues(queue.routes()));
+    for name in named {
+        if !known.contains(name) {
+            bail!("no task kind runs on queue {name:?}; the queues are: {}", known.join(", "));
+        }
+    }
+    Ok(named.to_vec())
+}
+
+/// A worker for the `named` queues (every queue when empty) as `options`
+/// say, and the queues it serves.
+pub fn worker(
+    store: &Store,
+    cli: &Cli,
+    options: &WorkOptions,
+    named: &[String],
+    metrics: Metrics,
+) -> anyhow::Result<(Worker, Vec<String>)> {
+    let db = store.queue_db();
+    let owner = default_owner();
+    let registry = registry(store, &cli.queue, &owner)?;
+    let queue = Queue::new(cli.queue.routes());
+    let queues = worker_queues(named, &registry, &queue)?;
+    let mut config =
+        WorkerConfig::new(&db, queues.iter().map(|q| (q.clone(), usize::from(options.concurrency))).collect());
+    config.owner = owner;
+    config.timing = Timing::new(cli.queue.lease, Timing::default_for(&db).poll);
+    config.shutdown_timeout = options.shutdown_timeout;
+    Ok((Worker::new(db, queue, registry, config, metrics), queues))
+}
+
+/// Runs `worker` until `shutdown`, logging what it handed back.
+pub async fn run_worker(worker: Worker, shutdown: Shutdown) -> anyhow::Result<()> {
+    let report = worker.run(shutdown).await.context("the worker failed")?;
+    for task in &report.released {
+        info!(task = task.id, kind = %task.kind, queue = %task.queue, state = %task.state, checkpointed = task.checkpointed, "task handed back");
+    }
+    info!(completed = report.completed, released = report.released.len(), drained = report.drained, "worker stopped");
+    Ok(())
+}
+
+/// A scheduler for this binary's periodic tasks.
+pub fn scheduler(db: QueueDb, options: &QueueOptions) -> Scheduler {
+    Scheduler::new(db, Queue::new(options.routes()), schedules())
+}
+
+/// Signals `shutdown` on every SIGTERM or SIGINT: the first starts a
+/// graceful shutdown, the second makes it immediate.
+pub fn forward_signals(shutdown: Shutdown) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        loop {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            if shutdown.is_signalled() {
+                info!("{name} received again: handing back every task now");
+            } else {
+                info!("{name} received: stopping at the next step boundary");
+            }
+            shutdown.signal();
+        }
+    });
+}
+
+/// `squadron worker`.
+pub async fn worker_command(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
+    let store = cli.open_store().await?;
+    let metrics = Metrics::default();
+    let (worker, queues) = worker(&store, cli, &args.work, &args.queues, metrics.clone())?;
+    let shutdown = Shutdown::new();
+    forward_signals(shutdown.clone());
+    if let Some(bind) = &args.metrics_bind {
+        let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let ops = Ops { metrics, db: store.queue_db(), queues: queues.clone() };
+        tokio::spawn(async move { axum::serve(listener, ops_router(ops)).await });
+    }
+    run_worker(worker, shutdown).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// `squadron scheduler`.
+pub async fn scheduler_command(cli: &Cli) -> anyhow::Result<()> {
+    let store = cli.open_store().await?;
+    let shutdown = Shutdown::new();
+    forward_signals(shutdown.clone());
+    info!(schedules = ?schedules().iter().map(|s| s.name().to_string()).collect::<Vec<_>>(), "scheduler started");
+    scheduler(store.queue_db(), &cli.queue).run(shutdown).await;
+    info!("scheduler stopped");
+    store.close().await;
+    Ok(())
+}
