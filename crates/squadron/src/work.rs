@@ -91,10 +91,11 @@ pub fn scheduler(db: QueueDb, options: &QueueOptions) -> Scheduler {
 /// Signals `shutdown` on every SIGTERM or SIGINT: the first starts a
 /// graceful shutdown, the second makes it immediate.
 pub fn forward_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered before this returns, so no signal is missed.
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
         loop {
             let name = tokio::select! {
                 _ = terminate.recv() => "SIGTERM",
@@ -112,11 +113,11 @@ pub fn forward_signals(shutdown: Shutdown) {
 
 /// `squadron worker`.
 pub async fn worker_command(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    forward_signals(shutdown.clone());
     let store = cli.open_store().await?;
     let metrics = Metrics::default();
     let (worker, queues) = worker(&store, cli, &args.work, &args.queues, metrics.clone())?;
-    let shutdown = Shutdown::new();
-    forward_signals(shutdown.clone());
     if let Some(bind) = &args.metrics_bind {
         let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
         info!("metrics on http://{}/metrics", listener.local_addr()?);
@@ -130,9 +131,9 @@ pub async fn worker_command(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> 
 
 /// `squadron scheduler`.
 pub async fn scheduler_command(cli: &Cli) -> anyhow::Result<()> {
-    let store = cli.open_store().await?;
     let shutdown = Shutdown::new();
     forward_signals(shutdown.clone());
+    let store = cli.open_store().await?;
     info!(schedules = ?schedules().iter().map(|s| s.name().to_string()).collect::<Vec<_>>(), "scheduler started");
     scheduler(store.queue_db(), &cli.queue).run(shutdown).await;
     info!("scheduler stopped");
