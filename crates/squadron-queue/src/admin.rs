@@ -177,6 +177,16 @@ pub async fn task(db: &QueueDb, id: i64) -> Result<TaskInfo, QueueError> {
     found.ok_or(QueueError::NoSuchTask(id))
 }
 
+/// How many tasks are in `state` (any state when `None`) on `queue` (any
+/// when `None`).
+pub async fn count(db: &QueueDb, state: Option<&str>, queue: Option<&str>) -> Result<i64, QueueError> {
+    let sql = "SELECT COUNT(*) FROM tasks WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR queue = $2)";
+    Ok(match db {
+        QueueDb::Sqlite { reader, .. } => sqlx::query_scalar(sql).bind(state).bind(queue).fetch_one(reader).await?,
+        QueueDb::Postgres(pool) => sqlx::query_scalar(sql).bind(state).bind(queue).fetch_one(pool).await?,
+    })
+}
+
 /// Tasks in `state` (any state when `None`) on `queue` (any when `None`),
 /// newest first, at most `limit` after skipping `offset`.
 pub async fn list(

@@ -528,4 +528,36 @@ async fn two_schedulers_enqueue_each_period_once(t) {
     assert_eq!(t.scalar("SELECT COUNT(*) FROM tasks").await, 1);
 }
 
+
+async fn pruning_removes_old_finished_tasks_and_keeps_the_latest_period(t) {
+    let ids: Vec<i64> = {
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(enqueue_one(&t.db, &NewTask::of(&Probed::default())).await.id());
+        }
+        ids
+    };
+    let now = t.scalar("SELECT now_us FROM queue_clock").await;
+    let hour = 3_600_000_000i64;
+    for (id, state, age) in [
+        (ids[0], "completed", 48 * hour),
+        (ids[1], "completed", hour),
+        (ids[2], "failed", 48 * hour),
+        (ids[3], "failed", 200 * hour),
+    ] {
+        t.execute(&format!("UPDATE tasks SET state = '{state}', finished_at = {} WHERE id = {id}", now - age)).await;
+    }
+    for period in [1, 2] {
+        t.execute(&format!("INSERT INTO periodic_runs (schedule, period_start, task_id) VALUES ('s', {period}, 0)"))
+            .await;
+    }
+    let pruned = admin::prune(&t.db, admin::Retention::default()).await.unwrap();
+    assert_eq!(pruned, 2);
+    let left = t.scalar(&format!("SELECT COUNT(*) FROM tasks WHERE id IN ({}, {})", ids[0], ids[3])).await;
+    assert_eq!(left, 0, "a completed task older than a day and a failed one older than a week are gone");
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM tasks").await, 3, "recent, failed-this-week and waiting tasks stay");
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM periodic_runs").await, 1);
+    assert_eq!(t.scalar("SELECT period_start FROM periodic_runs").await, 2, "the latest period stays");
+}
+
 }

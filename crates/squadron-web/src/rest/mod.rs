@@ -13,6 +13,7 @@ mod page;
 mod projects;
 mod root;
 mod suites;
+mod tasks;
 mod testruns;
 mod tests;
 
@@ -40,6 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(suites::routes())
         .merge(environments::routes())
         .merge(knownissues::routes())
+        .merge(tasks::routes())
 }
 
 /// A point in time as DRF writes it: ISO 8601 in UTC with `Z`, and
