@@ -65,9 +65,8 @@ impl Queue {
         let mut woken = BTreeSet::new();
         match conn {
             Conn::Sqlite(c) => {
-                for task in plain {
-                    insert_plain_sqlite(&mut *c, &self.routes, task).await?;
-                    inserted += 1;
+                for chunk in plain.chunks(5000) {
+                    inserted += insert_plain_sqlite(&mut *c, &self.routes, chunk).await?;
                 }
                 for task in unique {
                     if let Enqueued::Inserted(_) = enqueue_one(Conn::Sqlite(&mut *c), &self.routes, task, None).await? {
@@ -178,24 +177,41 @@ async fn insert_returning(
     Ok(row.map(|(id, _)| id))
 }
 
+/// Inserts tasks without unique keys in one statement: their fields go
+/// in as one JSON array (SQLite has no array parameters).
 async fn insert_plain_sqlite(
     conn: &mut sqlx::SqliteConnection,
     routes: &Routes,
-    task: &NewTask,
-) -> Result<(), QueueError> {
-    let (delay, at) = task.due();
-    sqlx::query(INSERT_SQL)
-        .bind(&task.kind)
-        .bind(routes.queue_for(&task.kind, &task.default_queue))
-        .bind(&task.args)
-        .bind(task.priority)
-        .bind(delay)
-        .bind(at)
-        .bind(task.max_attempts)
-        .bind(None::<String>)
-        .execute(conn)
-        .await?;
-    Ok(())
+    tasks: &[&NewTask],
+) -> Result<u64, QueueError> {
+    let rows: Vec<serde_json::Value> = tasks
+        .iter()
+        .map(|task| {
+            let (delay, at) = task.due();
+            serde_json::json!([
+                task.kind,
+                routes.queue_for(&task.kind, &task.default_queue),
+                task.args,
+                task.priority,
+                delay,
+                at,
+                task.max_attempts
+            ])
+        })
+        .collect();
+    let done = sqlx::query(
+        "INSERT INTO tasks (kind, queue, args, state, priority, run_at, created_at, max_attempts) \
+         SELECT t.kind, t.queue, t.args, CASE WHEN t.due > t.now THEN 'scheduled' ELSE 'available' END, \
+                t.priority, t.due, t.now, t.max_attempts \
+         FROM (SELECT j.value ->> 0 AS kind, j.value ->> 1 AS queue, j.value ->> 2 AS args, \
+                      j.value ->> 3 AS priority, COALESCE(j.value ->> 5, c.now_us + (j.value ->> 4)) AS due, \
+                      c.now_us AS now, j.value ->> 6 AS max_attempts \
+               FROM json_each($1) j, queue_clock c ORDER BY j.key) t",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Inserts tasks without unique keys in one statement; notes the queues

@@ -206,6 +206,15 @@ static COMPLETE_MANY_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+static COMPLETE_MANY_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE tasks SET {} WHERE state = 'running' AND (id, lease_token) IN \
+            (SELECT value ->> 0, value ->> 1 FROM json_each($1)) \
+         RETURNING queue, state",
+        *COMPLETE_SET
+    )
+});
+
 /// Completes one claimed task on `conn` (the handler's last step's
 /// transaction); `None` when the lease was lost, otherwise the queue it
 /// was on when it runs again.
@@ -220,15 +229,8 @@ pub(crate) async fn complete_in(conn: Conn<'_>, id: i64, token: i64) -> Result<O
 pub(crate) async fn complete_many(db: &QueueDb, tasks: &[(i64, i64)]) -> Result<Vec<Finished>, QueueError> {
     let rows: Vec<(String, String)> = match db {
         QueueDb::Sqlite { writer, .. } => {
-            let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-            let mut rows = Vec::with_capacity(tasks.len());
-            for &(id, token) in tasks {
-                if let Some(row) = sqlx::query_as(&COMPLETE_ONE).bind(id).bind(token).fetch_optional(&mut *tx).await? {
-                    rows.push(row);
-                }
-            }
-            tx.commit().await?;
-            rows
+            let pairs = serde_json::to_string(tasks).expect("pairs of integers serialise");
+            sqlx::query_as(&COMPLETE_MANY_SQLITE).bind(pairs).fetch_all(writer).await?
         }
         QueueDb::Postgres(pool) => {
             let (ids, tokens): (Vec<i64>, Vec<i64>) = tasks.iter().copied().unzip();

@@ -44,6 +44,7 @@
 
 pub mod admin;
 mod backoff;
+pub mod bench;
 #[cfg(feature = "test-kinds")]
 pub mod crash_test;
 mod db;

@@ -578,6 +578,7 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
     let timing = shared.config.timing;
     let mut conn: Option<HeartbeatConn> = None;
     let mut renewed_at = Instant::now();
+    let mut suspects: HashSet<(i64, i64)> = HashSet::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(timing.heartbeat) => {}
@@ -606,12 +607,22 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(held) => {
                 renewed_at = Instant::now();
                 let held: HashSet<(i64, i64)> = held.into_iter().collect();
+                // A handler may finish its task between the snapshot and the
+                // renewal; only a lease missing from two renewals in a row
+                // was lost.
+                let mut missing = HashSet::new();
                 for (id, token, lost) in snapshot {
-                    if !held.contains(&(id, token)) && !lost.is_cancelled() {
+                    if held.contains(&(id, token)) || lost.is_cancelled() {
+                        continue;
+                    }
+                    if suspects.contains(&(id, token)) {
                         tracing::warn!(task = id, "lease lost (rescued or cancelled); stopping its handler");
                         lost.cancel();
+                    } else {
+                        missing.insert((id, token));
                     }
                 }
+                suspects = missing;
             }
             Err(e) => {
                 conn = None;

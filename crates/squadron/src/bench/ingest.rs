@@ -12,23 +12,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::Args;
 use squadron_core::access::Role;
 use squadron_store::projects::NewProject;
 use squadron_store::{Migrations, Store};
 
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Ingestion throughput through HTTP, and its raw ceiling.
-    Ingest(IngestArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Engines {
-    Sqlite,
-    Postgres,
-    Both,
-}
+use super::{Engines, Scratch};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -81,36 +70,6 @@ fn write_tests_file(path: &Path, tests: usize, suites: usize, interleaved: bool)
     out.write_all(b"}")?;
     out.flush()?;
     Ok(std::fs::metadata(path)?.len())
-}
-
-/// A scratch database, dropped at the end for PostgreSQL.
-struct Scratch {
-    url: String,
-    postgres: Option<(String, String)>,
-}
-
-impl Scratch {
-    async fn new(engine: Engines, dir: &Path, admin_url: &str) -> anyhow::Result<Scratch> {
-        if engine == Engines::Sqlite {
-            let file = dir.join(format!("bench-{}.db", uuid::Uuid::new_v4().simple()));
-            return Ok(Scratch { url: format!("sqlite://{}", file.display()), postgres: None });
-        }
-        let name = format!("squadron_bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = Store::connect(admin_url).await.context("connect to PostgreSQL")?;
-        admin.execute_ddl(&format!("CREATE DATABASE {name}")).await?;
-        admin.close().await;
-        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
-        Ok(Scratch { url: format!("{base}/{name}"), postgres: Some((admin_url.to_string(), name)) })
-    }
-
-    async fn drop(self) -> anyhow::Result<()> {
-        if let Some((admin_url, name)) = self.postgres {
-            let admin = Store::connect(&admin_url).await?;
-            admin.execute_ddl(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
-            admin.close().await;
-        }
-        Ok(())
-    }
 }
 
 /// Creates group `bench`, project `bench/p` and a submitter; returns its token.
@@ -292,18 +251,15 @@ async fn bench_engine(engine: Engines, args: &IngestArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Runs a bench command.
-pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ingest(args) = command;
+/// `squadron bench ingest`.
+pub async fn run(args: &IngestArgs) -> anyhow::Result<()> {
     let order = if args.interleaved { "interleaved" } else { "grouped by suite" };
     println!(
         "squadron bench ingest: {} suites ({order}), 1% failures with logs; tests/s through POST /api/submit",
         args.suites
     );
-    for engine in [Engines::Sqlite, Engines::Postgres] {
-        if args.engine == engine || args.engine == Engines::Both {
-            bench_engine(engine, args).await?;
-        }
+    for engine in args.engine.selected() {
+        bench_engine(engine, args).await?;
     }
     Ok(())
 }
