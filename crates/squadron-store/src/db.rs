@@ -420,6 +420,12 @@ impl WriteTx {
         Ok(self.commit_engine().await?)
     }
 
+    /// Runs a statement in this transaction; returns how many rows it
+    /// changed.
+    pub async fn execute(&mut self, sql: &crate::sql::Sql) -> Result<u64, StoreError> {
+        crate::sql::execute_in(self, sql).await
+    }
+
     async fn commit_engine(self) -> Result<(), sqlx::Error> {
         let WriteTx { tx, _hold } = self;
         match tx {

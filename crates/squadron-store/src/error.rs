@@ -32,6 +32,15 @@ pub enum StoreError {
     /// Reading or writing a blob failed.
     #[error("blob store: {0}")]
     Io(std::io::Error),
+    /// Enqueueing a follow-up task failed.
+    #[error("task queue: {0}")]
+    Queue(squadron_queue::QueueError),
+}
+
+impl From<squadron_queue::QueueError> for StoreError {
+    fn from(e: squadron_queue::QueueError) -> Self {
+        StoreError::Queue(e)
+    }
 }
 
 // The causes' messages are part of ours; they are not also given as

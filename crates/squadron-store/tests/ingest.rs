@@ -29,7 +29,7 @@ async fn submission(db: &TestDb, project: i64, build: &str, tests: &str, metrics
 }
 
 fn small_batches() -> IngestOptions {
-    IngestOptions { batch_rows: 2 }
+    IngestOptions { batch_rows: 2, ..Default::default() }
 }
 
 /// `{"t0": "pass", …}` with `n` tests spread over `suites` suites.
@@ -121,7 +121,7 @@ both_engines! {
         let before = db.table_counts().await;
         let sub = submission(&db, p, "v1", &many_tests(200_000, 100), "", r#"{"job_id": "j1"}"#).await;
         let (store, blobs) = (db.store.clone(), db.blobs.clone());
-        let writer = tokio::spawn(async move { store.ingest(&blobs, &sub, IngestOptions { batch_rows: 100 }).await });
+        let writer = tokio::spawn(async move { store.ingest(&blobs, &sub, IngestOptions { batch_rows: 100, ..Default::default() }).await });
         while db.scalar("SELECT COUNT(*) FROM tests").await < 300 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -139,7 +139,7 @@ both_engines! {
         let p = db.public_project().await;
         let sub = submission(&db, p, "v1", &many_tests(100_000, 10), "", r#"{"job_id": "j1"}"#).await;
         let (store, blobs, first) = (db.store.clone(), db.blobs.clone(), sub.clone());
-        let writer = tokio::spawn(async move { store.ingest(&blobs, &first, IngestOptions { batch_rows: 100 }).await });
+        let writer = tokio::spawn(async move { store.ingest(&blobs, &first, IngestOptions { batch_rows: 100, ..Default::default() }).await });
         while db.scalar("SELECT COUNT(*) FROM tests").await < 100 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -184,7 +184,7 @@ both_engines! {
         let mut entries: Vec<String> = (0..300).map(|i| format!("\"s/t{i}\": \"pass\"")).collect();
         entries.extend((0..300).map(|i| format!("\"s/t{i}\": \"fail\"")));
         let doc = format!("{{{}}}", entries.join(","));
-        let id = db.store.ingest(&db.blobs, &submission(&db, p, "v2", &doc, "", "").await, IngestOptions { batch_rows: 10 }).await.unwrap();
+        let id = db.store.ingest(&db.blobs, &submission(&db, p, "v2", &doc, "", "").await, IngestOptions { batch_rows: 10, ..Default::default() }).await.unwrap();
         assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {id} AND result = FALSE")).await, 300);
         assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {id}")).await, 300);
     }

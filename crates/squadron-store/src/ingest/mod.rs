@@ -66,16 +66,29 @@ pub struct Submission {
 }
 
 /// Tuning of an ingestion.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct IngestOptions {
     /// Rows per write transaction (at most [`MAX_BATCH_ROWS`]).
     pub batch_rows: usize,
+    /// A task to enqueue in the transaction that publishes the run.
+    pub on_publish: Option<OnPublish>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { batch_rows: MAX_BATCH_ROWS }
+        IngestOptions { batch_rows: MAX_BATCH_ROWS, on_publish: None }
     }
+}
+
+/// The follow-up of a published run: a task, made from the run's build id,
+/// enqueued in the publishing transaction, so that it exists exactly when
+/// the run is visible (the build status recomputation, for one).
+#[derive(Clone)]
+pub struct OnPublish {
+    /// Routes the task.
+    pub queue: squadron_queue::Queue,
+    /// Makes the task for a build id.
+    pub task: std::sync::Arc<dyn Fn(i64) -> squadron_queue::NewTask + Send + Sync>,
 }
 
 /// Why a submission was not stored.
@@ -122,7 +135,7 @@ impl Store {
         let batch_rows = options.batch_rows.clamp(1, MAX_BATCH_ROWS);
         let mut run = HiddenRun::begin(self, submission).await?;
         let outcome = match feed(&mut run, blobs, submission, batch_rows).await {
-            Ok(()) => run.publish(&submission.metadata).await,
+            Ok(()) => run.publish(&submission.metadata, options.on_publish.as_ref()).await,
             Err(e) => Err(e),
         };
         if let Ok(id) = &outcome {

@@ -17,6 +17,8 @@ use uuid::Uuid;
 use super::batch::{parse_measurements, Job, Named, Prepared, RunIds, Written};
 use super::discard::discard_run;
 use super::{IngestError, Submission};
+use squadron_queue::StepTx;
+
 use crate::db::WriteTx;
 use crate::{Store, StoreError};
 
@@ -277,7 +279,11 @@ impl<'s> HiddenRun<'s> {
 
     /// Writes the status rows and makes the run visible, in one short
     /// transaction; returns the run's id.
-    pub(crate) async fn publish(&mut self, metadata: &RunMetadata) -> Result<i64, IngestError> {
+    pub(crate) async fn publish(
+        &mut self,
+        metadata: &RunMetadata,
+        on_publish: Option<&super::OnPublish>,
+    ) -> Result<i64, IngestError> {
         let status = if self.recount { self.recount_status().await? } else { std::mem::take(&mut self.status) };
         let mut tx = self.store.begin_write().await?;
         let mut versions: HashMap<i64, i64> = HashMap::new();
@@ -341,6 +347,12 @@ impl<'s> HiddenRun<'s> {
             }
         });
         published?;
+        // The build's runs changed: a status computed before is stale.
+        with_tx!(tx, c => sqlx::query("UPDATE builds SET status_version = status_version + 1 WHERE id = $1")
+            .bind(self.build_id).execute(&mut *c).await.map(|_| ()))?;
+        if let Some(hook) = on_publish {
+            hook.queue.enqueue(tx.conn(), &(hook.task)(self.build_id)).await.map_err(StoreError::from)?;
+        }
         tx.commit().await?;
         Ok(self.id)
     }

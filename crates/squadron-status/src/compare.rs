@@ -1,0 +1,67 @@
+//! Regressions and fixes between two builds, by SQUAD's rules, computed in
+//! the database.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use squadron_core::names::join_name;
+use squadron_store::sql::Sql;
+use squadron_store::Store;
+
+use crate::StatusError;
+
+/// Test names that changed, by environment slug.
+pub type ByEnvironment = BTreeMap<String, Vec<String>>;
+
+/// What changed from a baseline build to a target build.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    /// Tests that passed in the baseline and fail (without a known issue)
+    /// in the target.
+    pub regressions: ByEnvironment,
+    /// Tests that failed in the baseline (unless with an intermittent
+    /// known issue) and pass in the target.
+    pub fixes: ByEnvironment,
+}
+
+/// The regressions and fixes of `target` against `baseline`.
+///
+/// SQUAD's rules: the same test (interned name) in the same environment;
+/// both results set (skips are ignored) and different; a target failure
+/// with a known issue (xfail) is never a regression; a baseline failure
+/// with an intermittent known issue is never fixed. A test that ran several
+/// times in an environment is compared run against run, so it can be both
+/// a regression and a fix, as in SQUAD.
+///
+/// The join pairs the two builds' runs per environment and walks each
+/// pair's tests through the `(test_run_id, metadata_id)` index: nothing is
+/// loaded but the changed tests.
+pub async fn regressions_and_fixes(store: &Store, baseline: i64, target: i64) -> Result<Changes, StatusError> {
+    let mut sql = Sql::new(
+        "SELECT e.slug, m.suite, m.name, t.result \
+         FROM testruns rt \
+         JOIN environments e ON e.id = rt.environment_id \
+         JOIN testruns rb ON rb.environment_id = rt.environment_id AND rb.visible AND rb.build_id = ",
+    );
+    sql.bind(baseline).push(
+        " JOIN tests t ON t.test_run_id = rt.id \
+          JOIN tests b ON b.test_run_id = rb.id AND b.metadata_id = t.metadata_id \
+          JOIN suite_metadata m ON m.id = t.metadata_id \
+          WHERE rt.visible AND t.result IS NOT NULL AND b.result IS NOT NULL AND t.result <> b.result \
+            AND (t.result OR NOT COALESCE(t.has_known_issues, FALSE)) \
+            AND NOT (t.result AND EXISTS (SELECT 1 FROM test_known_issues l \
+                     JOIN known_issues k ON k.id = l.known_issue_id WHERE l.test_id = b.id AND k.intermittent)) \
+            AND rt.build_id = ",
+    );
+    sql.bind(target);
+    let rows: Vec<(String, String, String, bool)> = store.fetch_all(&sql).await?;
+    let mut regressions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut fixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (environment, suite, name, passes_now) in rows {
+        let into = if passes_now { &mut fixes } else { &mut regressions };
+        into.entry(environment).or_default().insert(join_name(&suite, &name));
+    }
+    let listed =
+        |m: BTreeMap<String, BTreeSet<String>>| m.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
+    Ok(Changes { regressions: listed(regressions), fixes: listed(fixes) })
+}

@@ -1,0 +1,38 @@
+//! squadron's build status (SQUAD's ProjectStatus): a build's totals and
+//! per-environment summaries, whether it is finished and why not, its
+//! baseline, and its regressions and fixes against that baseline.
+//!
+//! A status is computed from a read snapshot, holding no transaction, and
+//! written in one short transaction only if the build's runs did not change
+//! meanwhile (`builds.status_version`, bumped by every publish, is the
+//! compare-and-set guard). The transaction that publishes a run also
+//! enqueues [`UpdateBuildStatus`], so a process that dies before the status
+//! is written leaves the work to a worker.
+//!
+//! Where squadron differs from SQUAD on purpose:
+//! * the baseline is re-evaluated on every computation until the build's
+//!   notifications are sent (SQUAD freezes the one found when the first run
+//!   arrives, which is usually wrong);
+//! * counters follow the data: a removed run lowers them (SQUAD never lets
+//!   them decrease).
+
+mod compare;
+mod compute;
+mod tasks;
+mod update;
+
+pub use compare::{regressions_and_fixes, Changes};
+pub use compute::{compute, BuildStatus, Counts, EnvironmentSummary};
+pub use tasks::{on_publish, ReconcileBuildStatus, Reconciling, UpdateBuildStatus};
+pub use update::{recompute_project, update_build_status, write_if_current, Updated};
+
+/// Errors of the build status.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] squadron_store::StoreError),
+    /// No build has this id.
+    #[error("build {0} not found")]
+    NoSuchBuild(i64),
+}

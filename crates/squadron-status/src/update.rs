@@ -1,0 +1,127 @@
+//! Writing a computed status: one short compare-and-set transaction.
+
+use chrono::Utc;
+use squadron_store::sql::Sql;
+use squadron_store::Store;
+
+use crate::compute::{compute, BuildStatus};
+use crate::StatusError;
+
+/// What [`update_build_status`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Updated {
+    /// The status was written.
+    Written(Box<BuildStatus>),
+    /// The build's runs changed while it was computed, twice: the
+    /// recomputation task the change enqueued will write it.
+    Stale,
+}
+
+/// Computes the status of `build_id` and writes it if the build's runs did
+/// not change meanwhile; on a conflict computes once more.
+pub async fn update_build_status(store: &Store, build_id: i64) -> Result<Updated, StatusError> {
+    for _ in 0..2 {
+        let status = compute(store, build_id).await?;
+        if write_if_current(store, &status).await? {
+            return Ok(Updated::Written(Box::new(status)));
+        }
+    }
+    Ok(Updated::Stale)
+}
+
+/// Recomputes every build of a project, oldest first (a build's baseline
+/// depends on whether earlier builds are finished); returns how many.
+pub async fn recompute_project(store: &Store, project_id: i64) -> Result<usize, StatusError> {
+    let mut sql = Sql::new("SELECT id FROM builds WHERE project_id = ");
+    sql.bind(project_id).push(" ORDER BY datetime, id");
+    let builds: Vec<(i64,)> = store.fetch_all(&sql).await?;
+    for &(id,) in &builds {
+        if update_build_status(store, id).await? == Updated::Stale {
+            tracing::info!(build = id, "build changed while its status was recomputed; its task will finish it");
+        }
+    }
+    Ok(builds.len())
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("maps of strings serialise")
+}
+
+/// Writes `status` if `builds.status_version` is still the one it was
+/// computed from; false otherwise (nothing written).
+pub async fn write_if_current(store: &Store, status: &BuildStatus) -> Result<bool, StatusError> {
+    let now = Utc::now();
+    let mut tx = store.begin_write().await?;
+    // Locks the build's row (PostgreSQL) and checks the version: a publish
+    // committed meanwhile makes this match nothing.
+    let mut guard = Sql::new("UPDATE builds SET status_version = status_version WHERE id = ");
+    guard.bind(status.build_id).push(" AND status_version = ").bind(status.version);
+    if tx.execute(&guard).await? == 0 {
+        return Ok(false);
+    }
+    let (regressions, fixes) = match &status.changes {
+        Some(c) => (Some(json(&c.regressions)), Some(json(&c.fixes))),
+        None => (None, None),
+    };
+    let mut upsert = Sql::new(
+        "INSERT INTO build_status (build_id, computed_version, created_at, last_updated, finished, finished_reasons, \
+         tests_pass, tests_fail, tests_xfail, tests_skip, test_runs_total, test_runs_completed, test_runs_incomplete, \
+         metrics_summary, has_metrics, baseline_id, regressions, fixes) VALUES (",
+    );
+    let c = &status.counts;
+    let r = &status.runs;
+    upsert.bind(status.build_id).push(", ").bind(status.version).push(", ").bind(now).push(", ").bind(now);
+    upsert.push(", ").bind(status.finished).push(", ").bind(json(&status.reasons));
+    for n in [c.tests_pass, c.tests_fail, c.tests_xfail, c.tests_skip, r.total, r.completed, r.incomplete] {
+        upsert.push(", ").bind(n);
+    }
+    upsert.push(", ").bind(status.metrics_summary).push(", ").bind(status.has_metrics).push(", ");
+    push_optional(&mut upsert, status.baseline_id.map(Into::into));
+    upsert.push(", ");
+    push_optional(&mut upsert, regressions.map(Into::into));
+    upsert.push(", ");
+    push_optional(&mut upsert, fixes.map(Into::into));
+    upsert.push(
+        ") ON CONFLICT (build_id) DO UPDATE SET computed_version = excluded.computed_version, \
+         last_updated = excluded.last_updated, finished = excluded.finished, \
+         finished_reasons = excluded.finished_reasons, tests_pass = excluded.tests_pass, \
+         tests_fail = excluded.tests_fail, tests_xfail = excluded.tests_xfail, tests_skip = excluded.tests_skip, \
+         test_runs_total = excluded.test_runs_total, test_runs_completed = excluded.test_runs_completed, \
+         test_runs_incomplete = excluded.test_runs_incomplete, metrics_summary = excluded.metrics_summary, \
+         has_metrics = excluded.has_metrics, baseline_id = excluded.baseline_id, \
+         regressions = excluded.regressions, fixes = excluded.fixes",
+    );
+    tx.execute(&upsert).await?;
+    let mut clear = Sql::new("DELETE FROM build_summaries WHERE build_id = ");
+    clear.bind(status.build_id);
+    tx.execute(&clear).await?;
+    for env in &status.environments {
+        let mut insert = Sql::new(
+            "INSERT INTO build_summaries (build_id, environment_id, tests_pass, tests_fail, tests_xfail, tests_skip, \
+             test_runs_total, test_runs_completed, test_runs_incomplete, metrics_summary, has_metrics) VALUES (",
+        );
+        insert.bind(status.build_id).push(", ").bind(env.environment_id);
+        let (c, r) = (&env.counts, &env.runs);
+        for n in [c.tests_pass, c.tests_fail, c.tests_xfail, c.tests_skip, r.total, r.completed, r.incomplete] {
+            insert.push(", ").bind(n);
+        }
+        insert.push(", ").bind(env.metrics_summary).push(", ").bind(env.has_metrics).push(")");
+        tx.execute(&insert).await?;
+    }
+    let mut touch = Sql::new("UPDATE projects SET datetime = ");
+    touch.bind(now).push(" WHERE id = ").bind(status.project_id);
+    tx.execute(&touch).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn push_optional(sql: &mut Sql, value: Option<squadron_store::sql::Value>) {
+    match value {
+        Some(v) => {
+            sql.bind(v);
+        }
+        None => {
+            sql.push("NULL");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Build status on both engines: totals, finished reasons, baseline,
+//! regressions and fixes by SQUAD's rules, the compare-and-set write, and
+//! the tasks that repair a lost update.
+
+use std::time::Duration;
+
+use squadron_core::submission::parse_metadata;
+use squadron_queue::{Metrics, Queue, Registry, Shutdown, Worker, WorkerConfig};
+use squadron_status::{
+    compute, on_publish, update_build_status, write_if_current, ReconcileBuildStatus, Reconciling, UpdateBuildStatus,
+    Updated,
+};
+use squadron_store::both_engines;
+use squadron_store::ingest::{IngestOptions, Submission};
+use squadron_store::testing::TestDb;
+
+/// Submits `tests` (and `metrics`) as a run of `build` in `env`, at
+/// `datetime`; returns the build's id.
+async fn submit(db: &TestDb, project: i64, build: &str, env: &str, datetime: &str, tests: &str, metrics: &str) -> i64 {
+    submit_with(db, project, build, env, datetime, tests, metrics, IngestOptions::default()).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn submit_with(
+    db: &TestDb,
+    project: i64,
+    build: &str,
+    env: &str,
+    datetime: &str,
+    tests: &str,
+    metrics: &str,
+    options: IngestOptions,
+) -> i64 {
+    let blob = |text: &str| {
+        let text = text.to_string();
+        async move {
+            if text.is_empty() {
+                None
+            } else {
+                Some(db.blobs.put(text.as_bytes()).await.unwrap())
+            }
+        }
+    };
+    let submission = Submission {
+        project_id: project,
+        build_version: build.into(),
+        environment_slug: env.into(),
+        metadata: parse_metadata(&format!(r#"{{"datetime": "{datetime}"}}"#)).unwrap(),
+        tests_file: blob(tests).await,
+        metrics_file: blob(metrics).await,
+        log_file: None,
+        attachments: Vec::new(),
+        completed: true,
+    };
+    let run = db.store.ingest(&db.blobs, &submission, options).await.unwrap();
+    db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {run}")).await
+}
+
+async fn updated(db: &TestDb, build: i64) -> squadron_status::BuildStatus {
+    match update_build_status(&db.store, build).await.unwrap() {
+        Updated::Written(status) => *status,
+        Updated::Stale => panic!("nothing changed the build meanwhile"),
+    }
+}
+
+fn names(map: &std::collections::BTreeMap<String, Vec<String>>, env: &str) -> Vec<String> {
+    map.get(env).cloned().unwrap_or_default()
+}
+
+both_engines! {
+
+async fn totals_follow_the_visible_runs_per_environment(db: TestDb) {
+    let p = db.public_project().await;
+    let b = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z",
+        r#"{"s/a": "pass", "s/b": "fail", "s/c": "skip"}"#, r#"{"m/x": 2, "m/y": 8}"#).await;
+    submit(&db, p, "v1", "arm", "2026-01-01T00:00:00Z", r#"{"s/a": "pass", "s/b": "pass"}"#, r#"{"m/x": 0}"#).await;
+    let status = updated(&db, b).await;
+    assert_eq!((status.counts.tests_pass, status.counts.tests_fail, status.counts.tests_skip), (3, 1, 1));
+    assert_eq!(status.counts.total(), 5);
+    assert_eq!((status.runs.total, status.runs.completed, status.runs.incomplete), (2, 2, 0));
+    assert!(status.has_metrics);
+    assert!((status.metrics_summary - 4.0).abs() < 1e-9, "geomean of 2 and 8; 0 left out: {}", status.metrics_summary);
+    let envs: Vec<(&str, i64)> = status.environments.iter().map(|e| (e.slug.as_str(), e.counts.total())).collect();
+    assert_eq!(envs, vec![("arm", 2), ("x86", 3)]);
+    assert!(status.finished, "{:?}", status.reasons);
+    assert_eq!(db.scalar(&format!("SELECT tests_pass FROM build_status WHERE build_id = {b}")).await, 3);
+    assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM build_summaries WHERE build_id = {b}")).await, 2);
+    assert_eq!(db.scalar(&format!("SELECT tests_fail FROM build_summaries s JOIN environments e ON e.id = s.environment_id WHERE e.slug = 'x86' AND s.build_id = {b}")).await, 1);
+
+    // Counters follow the data: a run gone lowers them.
+    db.execute("DELETE FROM statuses WHERE test_run_id IN (SELECT id FROM testruns WHERE environment_id IN (SELECT id FROM environments WHERE slug = 'arm'))").await;
+    db.execute("DELETE FROM testruns WHERE environment_id IN (SELECT id FROM environments WHERE slug = 'arm')").await;
+    db.execute(&format!("UPDATE builds SET status_version = status_version + 1 WHERE id = {b}")).await;
+    let status = updated(&db, b).await;
+    assert_eq!(status.counts.total(), 3);
+    assert_eq!(db.scalar(&format!("SELECT tests_pass FROM build_status WHERE build_id = {b}")).await, 1);
+}
+
+async fn unfinished_builds_say_why(db: TestDb) {
+    let p = db.public_project().await;
+    let b = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"a": "pass"}"#, "").await;
+    db.execute("UPDATE environments SET expected_test_runs = 2 WHERE slug = 'x86'").await;
+    db.execute(&format!("INSERT INTO environments (project_id, slug, name, expected_test_runs) VALUES ({p}, 'arm', 'Arm 64', 1)")).await;
+    let status = updated(&db, b).await;
+    assert!(!status.finished);
+    assert_eq!(status.reasons, vec![
+        "2 test runs expected for x86, but only 1 received so far".to_string(),
+        "No test runs for Arm 64 received so far".to_string(),
+    ]);
+    db.execute("INSERT INTO backends (name, url, implementation_type) VALUES ('lava', 'https://lava.example.com/', 'lava')").await;
+    db.execute(&format!("INSERT INTO testjobs (backend_id, target_id, target_build_id, environment, created_at) \
+        SELECT id, {p}, {b}, 'x86', '2026-01-01T00:00:00Z' FROM backends")).await;
+    let status = compute(&db.store, b).await.unwrap();
+    assert_eq!(status.reasons[0], "There are unfinished CI jobs");
+    let reasons: String = db.text(&format!("SELECT finished_reasons FROM build_status WHERE build_id = {b}")).await;
+    assert!(reasons.contains("No test runs for Arm 64"), "{reasons}");
+
+    let empty = db.scalar(&format!("INSERT INTO builds (project_id, version, created_at, datetime) VALUES ({p}, 'v0', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z') RETURNING id")).await;
+    let status = compute(&db.store, empty).await.unwrap();
+    assert_eq!(status.reasons[0], "There are no testjobs or testruns for the build");
+}
+
+async fn regressions_and_fixes_follow_squads_rules(db: TestDb) {
+    let p = db.public_project().await;
+    let base = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z",
+        r#"{"s/a": "pass", "s/b": "fail", "s/c": "pass", "s/d": "fail", "s/e": "skip", "s/f": "pass", "s/g": "pass"}"#, "").await;
+    submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"s/g": "fail"}"#, "").await;
+    submit(&db, p, "v1", "arm", "2026-01-01T00:00:00Z", r#"{"s/a": "pass"}"#, "").await;
+    // d failed with an intermittent known issue; f fails with a known issue.
+    for (title, pattern, intermittent) in [("flaky", "s/d", true), ("known", "s/f", false)] {
+        db.execute(&format!("INSERT INTO known_issues (title, test_name, active, intermittent) VALUES ('{title}', '{pattern}', TRUE, {intermittent})")).await;
+    }
+    db.execute("INSERT INTO known_issue_environments (known_issue_id, environment_id) SELECT k.id, e.id FROM known_issues k, environments e WHERE e.slug = 'x86'").await;
+    db.execute("INSERT INTO test_known_issues (test_id, known_issue_id) SELECT t.id, k.id FROM tests t JOIN suite_metadata m ON m.id = t.metadata_id, known_issues k WHERE m.name = 'd' AND k.title = 'flaky'").await;
+    assert!(updated(&db, base).await.finished);
+
+    let target = submit(&db, p, "v2", "x86", "2026-01-02T00:00:00Z",
+        r#"{"s/a": "fail", "s/b": "pass", "s/c": "pass", "s/d": "pass", "s/e": "fail", "s/f": "fail", "s/g": "pass"}"#, "").await;
+    submit(&db, p, "v2", "x86", "2026-01-02T00:00:00Z", r#"{"s/g": "fail"}"#, "").await;
+    submit(&db, p, "v2", "riscv", "2026-01-02T00:00:00Z", r#"{"s/a": "fail"}"#, "").await;
+    let status = updated(&db, target).await;
+    assert_eq!(status.baseline_id, Some(base));
+    let changes = status.changes.expect("finished with a baseline");
+    assert_eq!(names(&changes.regressions, "x86"), vec!["s/a", "s/g"], "pass→fail; f is xfail, e was skipped");
+    assert_eq!(names(&changes.fixes, "x86"), vec!["s/b", "s/g"], "fail→pass; d's failure was intermittent");
+    assert!(!changes.regressions.contains_key("riscv"), "an environment new in the target has nothing to compare");
+    assert!(!changes.regressions.contains_key("arm"), "nor one the target lacks");
+    let stored: String = db.text(&format!("SELECT regressions FROM build_status WHERE build_id = {target}")).await;
+    assert_eq!(stored, r#"{"x86":["s/a","s/g"]}"#);
+}
+
+async fn the_baseline_is_the_latest_finished_earlier_build_until_notified(db: TestDb) {
+    let p = db.public_project().await;
+    let v1 = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"a": "pass"}"#, "").await;
+    updated(&db, v1).await;
+    let v3 = submit(&db, p, "v3", "x86", "2026-01-03T00:00:00Z", r#"{"a": "pass"}"#, "").await;
+    assert_eq!(updated(&db, v3).await.baseline_id, Some(v1));
+    // A build dated between them finishes later: v3's baseline moves to it
+    // (SQUAD would keep the one found first).
+    let v2 = submit(&db, p, "v2", "x86", "2026-01-02T00:00:00Z", r#"{"a": "fail"}"#, "").await;
+    assert_eq!(updated(&db, v2).await.baseline_id, Some(v1));
+    let status = updated(&db, v3).await;
+    assert_eq!(status.baseline_id, Some(v2));
+    assert_eq!(names(&status.changes.unwrap().fixes, "x86"), vec!["a"], "a name in the root suite stands alone");
+    // Once notified, the baseline stays.
+    db.execute(&format!("UPDATE build_status SET notified = TRUE WHERE build_id = {v3}")).await;
+    db.execute(&format!("UPDATE build_status SET finished = FALSE WHERE build_id = {v2}")).await;
+    assert_eq!(updated(&db, v3).await.baseline_id, Some(v2));
+}
+
+async fn a_status_computed_before_a_new_run_is_not_written(db: TestDb) {
+    let p = db.public_project().await;
+    let b = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"a": "pass"}"#, "").await;
+    let old = compute(&db.store, b).await.unwrap();
+    submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"b": "pass"}"#, "").await;
+    assert!(!write_if_current(&db.store, &old).await.unwrap(), "the build changed since");
+    assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM build_status WHERE build_id = {b}")).await, 0);
+    assert_eq!(updated(&db, b).await.counts.tests_pass, 2);
+}
+
+async fn a_publish_enqueues_the_update_and_the_reconciler_finds_stale_builds(db: TestDb) {
+    let p = db.public_project().await;
+    let options = IngestOptions { on_publish: Some(on_publish(Queue::default())), ..Default::default() };
+    let b = submit_with(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"a": "pass"}"#, "", options.clone()).await;
+    submit_with(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"b": "fail"}"#, "", options).await;
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'update_build_status' AND state = 'available'").await, 1,
+        "one waiting update per build");
+    // A build whose status was never written (say, the process died).
+    let other = submit(&db, p, "v2", "x86", "2026-01-02T00:00:00Z", r#"{"a": "pass"}"#, "").await;
+
+    let queue_db = db.store.queue_db();
+    let mut registry = Registry::new();
+    registry.register::<UpdateBuildStatus>(std::sync::Arc::new(db.store.clone()));
+    registry.register::<ReconcileBuildStatus>(std::sync::Arc::new(Reconciling { store: db.store.clone(), queue: Queue::default() }));
+    {
+        let mut tx = queue_db.begin().await.unwrap();
+        use squadron_queue::StepTx;
+        Queue::default().enqueue(tx.conn(), &squadron_queue::NewTask::of(&ReconcileBuildStatus {})).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let queues = vec![("core_postprocess".to_string(), 4), ("core_quick".to_string(), 4)];
+    let worker = Worker::new(queue_db.clone(), Queue::default(), registry, WorkerConfig::new(&queue_db, queues), Metrics::default());
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.scalar(&format!("SELECT COUNT(*) FROM build_status WHERE build_id IN ({b}, {other})")).await < 2 {
+        assert!(std::time::Instant::now() < deadline, "the tasks did not write both statuses");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.signal();
+    running.await.unwrap().unwrap();
+    assert_eq!(db.scalar(&format!("SELECT tests_pass + tests_fail FROM build_status WHERE build_id = {b}")).await, 2);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM builds b JOIN build_status s ON s.build_id = b.id AND s.computed_version = b.status_version").await, 2);
+}
+
+}
