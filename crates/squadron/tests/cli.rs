@@ -79,7 +79,8 @@ fn explicit_databases_are_migrated_only_when_asked() {
     assert!(err.contains("cannot open the database"), "{err}");
     assert!(!d.join("explicit.db").exists(), "a refused database is not created");
 
-    assert!(ok(d, &["--database", &url, "migrate"]).contains("applied 2 migration"));
+    let first = ok(d, &["--database", &url, "migrate"]);
+    assert!(first.starts_with("applied ") && !first.starts_with("applied 0 "), "{first}");
     ok(d, &["--database", &url, "admin", "group", "create", "g"]);
     assert!(ok(d, &["--database", &url, "migrate"]).contains("applied 0 migration"));
 
