@@ -10,8 +10,11 @@ use squadron_core::callbacks::callback_from_form;
 use squadron_core::names::is_valid_slug;
 use squadron_core::settings::parse_settings;
 use squadron_core::submission::{metadata_from_form_fields, parse_metadata, SPECIAL_METADATA_FIELDS};
+use squadron_status::{on_publish, update_build_status, Updated};
 use squadron_store::builds::PatchFields;
 use squadron_store::ingest::{IngestError, IngestOptions, Submission};
+use squadron_store::sql::Sql;
+use squadron_store::Store;
 use squadron_store::StoreError;
 
 use crate::auth::native_project;
@@ -94,15 +97,45 @@ pub(crate) async fn submit(
     };
     // The ingestion runs in a task of its own: once the upload is complete,
     // a client that goes away does not interrupt it halfway.
+    // The run's publish also enqueues its build's status update; the status
+    // is updated here as well, so that the answer comes once the build's
+    // status reflects the run, as SQUAD's clients expect.
     let (store, blobs) = (state.store.clone(), state.blobs.clone());
-    let ingested = tokio::spawn(async move { store.ingest(&blobs, &submission, IngestOptions::default()).await })
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let options = IngestOptions { on_publish: Some(on_publish(state.queue.clone())), ..Default::default() };
+    let ingested = tokio::spawn(async move {
+        let run = store.ingest(&blobs, &submission, options).await?;
+        update_status_of_run(&store, run).await;
+        Ok::<i64, IngestError>(run)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
     match ingested {
         Ok(id) => Ok((StatusCode::CREATED, id.to_string())),
         Err(e @ (IngestError::Input(_) | IngestError::DuplicateJobId(_))) => Err(ApiError::bad_request(e.to_string())),
         Err(IngestError::Swept) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IngestError::Swept.to_string())),
         Err(IngestError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Updates the status of the build of run `run`. A failure is only
+/// logged: the update enqueued with the run repairs it.
+async fn update_status_of_run(store: &Store, run: i64) {
+    let mut sql = Sql::new("SELECT build_id FROM testruns WHERE id = ");
+    sql.bind(run);
+    let build = match store.fetch_optional::<(i64,)>(&sql).await {
+        Ok(Some((build,))) => build,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(testrun = run, error = %e, "cannot find the build of a new run; its status task will update it");
+            return;
+        }
+    };
+    match update_build_status(store, build).await {
+        Ok(Updated::Written(_)) => {}
+        Ok(Updated::Stale) => {
+            tracing::info!(build, "build changed while its status was computed; its task will update it")
+        }
+        Err(e) => tracing::warn!(build, error = %e, "build status update failed; its task will retry"),
     }
 }
 

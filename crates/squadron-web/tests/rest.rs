@@ -116,8 +116,28 @@ both_engines! {
         assert_eq!(metric_keys["results"], serde_json::json!([]));
         let (status, body) = api.get_json("/api/builds/9999/", None).await;
         assert_eq!((status, body["detail"].as_str()), (404, Some("Not found.")));
-        let (status, body) = api.get_json(&format!("/api/builds/{build_id}/status/"), None).await;
-        assert_eq!(status, 501, "{body}");
+        let status = api.ok(&format!("/api/builds/{build_id}/status/")).await;
+        assert_eq!((status["tests_total"].as_i64(), status["finished"].as_bool()), (Some(3), Some(true)), "{status}");
+        assert_eq!(status["build"].as_str().unwrap(), api.url(&format!("/api/builds/{build_id}/")));
+        assert_eq!(status["details"]["null"]["testruns"], 1, "details by environment name, as SQUAD: {status}");
+    }
+
+    async fn build_status_after_each_submission(db: TestDb) {
+        let api = Api::new(db).await;
+        api.submit("p", "v1", "x86", r#"{"s/a": "pass", "s/b": "fail"}"#, "{}").await;
+        api.submit("p", "v2", "x86", r#"{"s/a": "fail", "s/b": "pass", "s/c": "skip"}"#, "{}").await;
+        let builds = api.ok("/api/builds/?version=v2").await;
+        let id = builds["results"][0]["id"].as_i64().unwrap();
+        assert_eq!(builds["results"][0]["finished"], true);
+        let status = api.ok(&format!("/api/builds/{id}/status/")).await;
+        assert_eq!(status["regressions"], r#"{"x86":["s/a"]}"#, "a JSON-encoded string, as SQUAD: {status}");
+        assert_eq!(status["fixes"], r#"{"x86":["s/b"]}"#);
+        assert!(status["baseline"].as_str().unwrap().ends_with(&format!("/api/builds/{}/", id - 1)), "{status}");
+        assert_eq!(status["details"]["null"]["regressions"], serde_json::json!(["s/a"]));
+        assert!((status["pass_percentage"].as_f64().unwrap() - 100.0 / 3.0).abs() < 1e-9);
+        assert_eq!(status["skip_percentage"].as_f64(), status["fail_percentage"].as_f64());
+        let (code, _) = api.get_json("/api/builds/9999/status/", None).await;
+        assert_eq!(code, 404);
     }
 
     async fn pagination_both_envelopes(db: TestDb) {

@@ -4,7 +4,9 @@
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use squadron_core::access::Role;
+use squadron_status::recompute_project;
 use squadron_store::projects::NewProject;
+use squadron_store::sql::Sql;
 use squadron_store::Store;
 
 use crate::cli::Cli;
@@ -23,6 +25,12 @@ pub enum AdminCommand {
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Recompute the build status of every build of a project (or of every
+    /// project), oldest build first.
+    RecomputeStatus {
+        /// GROUP/PROJECT; every project when absent.
+        project: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +152,29 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
             };
             store.create_project(project).await?;
             eprintln!("created project {full_name}{}", if *private { " (private)" } else { "" });
+        }
+        AdminCommand::RecomputeStatus { project } => {
+            let projects: Vec<(i64, String)> = match project {
+                Some(full_name) => {
+                    let (group, slug) = full_name
+                        .split_once('/')
+                        .with_context(|| format!("expected GROUP/PROJECT, got {full_name:?}"))?;
+                    let group_id = group_id(&store, group).await?;
+                    match store.project_by_slug(group_id, slug).await? {
+                        Some(p) => vec![(p.id, full_name.clone())],
+                        None => bail!("no project {full_name:?}"),
+                    }
+                }
+                None => store
+                    .fetch_all(&Sql::new(
+                        "SELECT p.id, g.slug || '/' || p.slug FROM projects p JOIN groups g ON g.id = p.group_id ORDER BY p.id",
+                    ))
+                    .await?,
+            };
+            for (id, name) in projects {
+                let builds = recompute_project(&store, id).await?;
+                eprintln!("recomputed the status of {builds} build(s) of {name}");
+            }
         }
     }
     store.close().await;

@@ -9,6 +9,7 @@ use squadron_queue::{
     default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
     Timing, Worker, WorkerConfig,
 };
+use squadron_status::{ReconcileBuildStatus, Reconciling, UpdateBuildStatus};
 use squadron_store::maintenance::SweepHiddenRuns;
 use squadron_store::Store;
 use squadron_web::{ops_router, Ops};
@@ -21,6 +22,11 @@ pub fn registry(store: &Store, options: &QueueOptions, owner: &str) -> anyhow::R
     let mut registry = Registry::new();
     registry.register::<SweepHiddenRuns>(Arc::new(store.clone()));
     registry.register::<PruneFinished>(Arc::new(Pruning { db: store.queue_db(), retention: options.retention() }));
+    registry.register::<UpdateBuildStatus>(Arc::new(store.clone()));
+    registry.register::<ReconcileBuildStatus>(Arc::new(Reconciling {
+        store: store.clone(),
+        queue: Queue::new(options.routes()),
+    }));
     if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
         warn!("this is a test build: the crash-test task kinds are registered");
     }
@@ -28,9 +34,12 @@ pub fn registry(store: &Store, options: &QueueOptions, owner: &str) -> anyhow::R
 }
 
 /// The periodic tasks: the sweep of hidden runs left by dead writers every
-/// minute, and the pruning of old finished tasks every ten minutes.
+/// minute, the reconciliation of stale build statuses every five minutes,
+/// and the pruning of old finished tasks every ten minutes.
 pub fn schedules() -> Vec<Periodic> {
     vec![
+        Periodic::new("reconcile_build_status", "*/5 * * * *", NewTask::of(&ReconcileBuildStatus {}))
+            .expect("valid schedule"),
         Periodic::new("sweep_hidden_runs", "* * * * *", NewTask::of(&SweepHiddenRuns {})).expect("valid schedule"),
         Periodic::new("prune_finished_tasks", "*/10 * * * *", NewTask::of(&PruneFinished {})).expect("valid schedule"),
     ]

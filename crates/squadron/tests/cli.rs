@@ -53,6 +53,10 @@ fn admin_commands_on_the_embedded_database() {
         ],
     );
     assert!(d.join("squadron-data/squadron.db").exists(), "the embedded database lives in ./squadron-data");
+    let out = squadron(d, &["admin", "recompute-status", "lkft/linux"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recomputed the status of 0 build(s) of lkft/linux"));
+    assert!(fails(d, &["admin", "recompute-status", "lkft/nope"]).contains("no project"));
 
     let token = ok(d, &["admin", "token", "create", "ci"]);
     assert_eq!(token.trim().len(), 40, "the key alone: {token:?}");

@@ -28,17 +28,9 @@ pub(crate) static BUILD_FILTERS: FilterSet = FilterSet {
     unsupported: &["status"],
 };
 
-/// Whether a build is finished, by SQUAD's rule: no CI job of it is still
-/// pending, it has jobs or runs, and every environment of the project that
-/// expects test runs has that many completed ones.
-const FINISHED: &str = "(CASE \
-    WHEN EXISTS (SELECT 1 FROM testjobs j WHERE j.target_build_id = b.id AND (NOT j.fetched OR j.job_status = 'Fetching')) THEN FALSE \
-    WHEN NOT EXISTS (SELECT 1 FROM testjobs j WHERE j.target_build_id = b.id) \
-         AND NOT EXISTS (SELECT 1 FROM testruns r WHERE r.build_id = b.id AND r.visible) THEN FALSE \
-    WHEN EXISTS (SELECT 1 FROM environments e WHERE e.project_id = b.project_id AND e.expected_test_runs > 0 \
-         AND (SELECT COUNT(*) FROM testruns r WHERE r.build_id = b.id AND r.environment_id = e.id AND r.completed AND r.visible) \
-             < e.expected_test_runs) THEN FALSE \
-    ELSE TRUE END)";
+/// Whether a build is finished, as its status last computed says (see
+/// `squadron-status`; a build without a status is not).
+const FINISHED: &str = "COALESCE((SELECT s.finished FROM build_status s WHERE s.build_id = b.id), FALSE)";
 
 #[derive(sqlx::FromRow)]
 struct BuildRow {
@@ -244,7 +236,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/testruns/", get(super::testruns::build_testruns))
         .route("/api/builds/{id}/tests/", get(super::tests::build_tests))
         .route("/api/builds/{id}/metrics/", get(super::tests::build_metrics))
-        .route("/api/builds/{id}/status/", get(pending("build status")))
+        .route("/api/builds/{id}/status/", get(super::build_status::status))
         .route("/api/builds/{id}/testjobs/", get(pending("CI test jobs")))
         .route("/api/builds/{id}/testjobs_summary/", get(pending("CI test jobs")))
         .route("/api/builds/{id}/failures_with_confidence/", get(pending("failures with confidence")))

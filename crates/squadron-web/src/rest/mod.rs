@@ -3,6 +3,7 @@
 //! django-rest-framework-filters' filters, and visibility by project on
 //! every list.
 
+mod build_status;
 mod builds;
 mod context;
 mod environments;
