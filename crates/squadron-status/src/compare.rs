@@ -37,23 +37,24 @@ pub struct Changes {
 /// pair's tests through the `(test_run_id, metadata_id)` index: nothing is
 /// loaded but the changed tests.
 pub async fn regressions_and_fixes(store: &Store, baseline: i64, target: i64) -> Result<Changes, StatusError> {
+    // The CROSS JOINs fix the order on SQLite (runs, then the target's
+    // tests, then each one's baseline twin through the unique
+    // (test_run_id, metadata_id) index); left to itself its planner looks
+    // the twin up by name alone, across every build that has the test.
     let mut sql = Sql::new(
         "SELECT e.slug, m.suite, m.name, t.result \
-         FROM testruns rt \
+         FROM testruns rt CROSS JOIN testruns rb CROSS JOIN tests t CROSS JOIN tests b \
          JOIN environments e ON e.id = rt.environment_id \
-         JOIN testruns rb ON rb.environment_id = rt.environment_id AND rb.visible AND rb.build_id = ",
+         JOIN suite_metadata m ON m.id = t.metadata_id \
+         WHERE rt.visible AND rb.visible AND rb.environment_id = rt.environment_id \
+           AND t.test_run_id = rt.id AND b.test_run_id = rb.id AND b.metadata_id = t.metadata_id \
+           AND t.result IS NOT NULL AND b.result IS NOT NULL AND t.result <> b.result \
+           AND (t.result OR NOT COALESCE(t.has_known_issues, FALSE)) \
+           AND NOT (t.result AND EXISTS (SELECT 1 FROM test_known_issues l \
+                    JOIN known_issues k ON k.id = l.known_issue_id WHERE l.test_id = b.id AND k.intermittent)) \
+           AND rb.build_id = ",
     );
-    sql.bind(baseline).push(
-        " JOIN tests t ON t.test_run_id = rt.id \
-          JOIN tests b ON b.test_run_id = rb.id AND b.metadata_id = t.metadata_id \
-          JOIN suite_metadata m ON m.id = t.metadata_id \
-          WHERE rt.visible AND t.result IS NOT NULL AND b.result IS NOT NULL AND t.result <> b.result \
-            AND (t.result OR NOT COALESCE(t.has_known_issues, FALSE)) \
-            AND NOT (t.result AND EXISTS (SELECT 1 FROM test_known_issues l \
-                     JOIN known_issues k ON k.id = l.known_issue_id WHERE l.test_id = b.id AND k.intermittent)) \
-            AND rt.build_id = ",
-    );
-    sql.bind(target);
+    sql.bind(baseline).push(" AND rt.build_id = ").bind(target);
     let rows: Vec<(String, String, String, bool)> = store.fetch_all(&sql).await?;
     let mut regressions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut fixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -172,8 +172,10 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
                     .await?,
             };
             for (id, name) in projects {
+                let started = std::time::Instant::now();
                 let builds = recompute_project(&store, id).await?;
-                eprintln!("recomputed the status of {builds} build(s) of {name}");
+                let took = started.elapsed().as_secs_f64() * 1000.0;
+                eprintln!("recomputed the status of {builds} build(s) of {name} in {took:.0} ms");
             }
         }
     }
