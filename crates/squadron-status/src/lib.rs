@@ -16,14 +16,16 @@
 //! * counters follow the data: a removed run lowers them (SQUAD never lets
 //!   them decrease).
 
+mod callbacks;
 mod compare;
 mod compute;
 mod tasks;
 mod update;
 
+pub use callbacks::{idempotency_key, Delivering, SendBuildCallbacks};
 pub use compare::{regressions_and_fixes, Changes};
 pub use compute::{compute, BuildStatus, Counts, EnvironmentSummary};
-pub use tasks::{on_publish, ReconcileBuildStatus, Reconciling, UpdateBuildStatus};
+pub use tasks::{on_publish, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};
 pub use update::{recompute_project, update_build_status, write_if_current, Updated};
 
 /// Errors of the build status.
@@ -35,4 +37,7 @@ pub enum StatusError {
     /// No build has this id.
     #[error("build {0} not found")]
     NoSuchBuild(i64),
+    /// Enqueueing a follow-up task failed.
+    #[error(transparent)]
+    Queue(#[from] squadron_queue::QueueError),
 }

@@ -30,9 +30,10 @@ impl UpdateBuildStatus {
 impl Task for UpdateBuildStatus {
     const KIND: &'static str = "update_build_status";
     const QUEUE: &'static str = "core_postprocess";
-    type Context = Store;
+    type Context = StatusContext;
 
-    async fn run(&self, store: &Store, _job: &mut Job) -> Result<Outcome, TaskError> {
+    async fn run(&self, cx: &StatusContext, _job: &mut Job) -> Result<Outcome, TaskError> {
+        let store = &cx.store;
         let mut current = Sql::new(
             "SELECT COUNT(*) FROM builds b JOIN build_status s ON s.build_id = b.id \
              AND s.computed_version = b.status_version WHERE b.id = ",
@@ -41,7 +42,7 @@ impl Task for UpdateBuildStatus {
         if store.fetch_count(&current).await.map_err(TaskError::failed)? > 0 {
             return Ok(Outcome::Done);
         }
-        match update_build_status(store, self.build_id).await {
+        match update_build_status(store, &cx.queue, self.build_id).await {
             Ok(Updated::Written(_)) => Ok(Outcome::Done),
             Ok(Updated::Stale) => Err(TaskError::failed("the build's runs kept changing; trying again")),
             Err(crate::StatusError::NoSuchBuild(_)) => Ok(Outcome::Done),
@@ -56,11 +57,11 @@ pub fn on_publish(queue: Queue) -> OnPublish {
     OnPublish { queue, task: Arc::new(UpdateBuildStatus::task) }
 }
 
-/// What the reconciler needs.
-pub struct Reconciling {
+/// What the status tasks need.
+pub struct StatusContext {
     /// The store.
     pub store: Store,
-    /// Routes the updates it enqueues.
+    /// Routes the tasks they enqueue.
     pub queue: Queue,
 }
 
@@ -76,9 +77,9 @@ pub struct ReconcileBuildStatus {}
 impl Task for ReconcileBuildStatus {
     const KIND: &'static str = "reconcile_build_status";
     const QUEUE: &'static str = "core_quick";
-    type Context = Reconciling;
+    type Context = StatusContext;
 
-    async fn run(&self, cx: &Reconciling, _job: &mut Job) -> Result<Outcome, TaskError> {
+    async fn run(&self, cx: &StatusContext, _job: &mut Job) -> Result<Outcome, TaskError> {
         let sql = Sql::new(&format!(
             "SELECT b.id FROM builds b LEFT JOIN build_status s ON s.build_id = b.id \
              WHERE s.build_id IS NULL OR s.computed_version <> b.status_version \

@@ -1,9 +1,11 @@
 //! Writing a computed status: one short compare-and-set transaction.
 
 use chrono::Utc;
+use squadron_queue::{NewTask, Queue, StepTx};
 use squadron_store::sql::Sql;
-use squadron_store::Store;
+use squadron_store::{Store, WriteTx};
 
+use crate::callbacks::SendBuildCallbacks;
 use crate::compute::{compute, BuildStatus};
 use crate::StatusError;
 
@@ -19,10 +21,10 @@ pub enum Updated {
 
 /// Computes the status of `build_id` and writes it if the build's runs did
 /// not change meanwhile; on a conflict computes once more.
-pub async fn update_build_status(store: &Store, build_id: i64) -> Result<Updated, StatusError> {
+pub async fn update_build_status(store: &Store, queue: &Queue, build_id: i64) -> Result<Updated, StatusError> {
     for _ in 0..2 {
         let status = compute(store, build_id).await?;
-        if write_if_current(store, &status).await? {
+        if write_if_current(store, queue, &status).await? {
             return Ok(Updated::Written(Box::new(status)));
         }
     }
@@ -31,12 +33,12 @@ pub async fn update_build_status(store: &Store, build_id: i64) -> Result<Updated
 
 /// Recomputes every build of a project, oldest first (a build's baseline
 /// depends on whether earlier builds are finished); returns how many.
-pub async fn recompute_project(store: &Store, project_id: i64) -> Result<usize, StatusError> {
+pub async fn recompute_project(store: &Store, queue: &Queue, project_id: i64) -> Result<usize, StatusError> {
     let mut sql = Sql::new("SELECT id FROM builds WHERE project_id = ");
     sql.bind(project_id).push(" ORDER BY datetime, id");
     let builds: Vec<(i64,)> = store.fetch_all(&sql).await?;
     for &(id,) in &builds {
-        if update_build_status(store, id).await? == Updated::Stale {
+        if update_build_status(store, queue, id).await? == Updated::Stale {
             tracing::info!(build = id, "build changed while its status was recomputed; its task will finish it");
         }
     }
@@ -48,8 +50,11 @@ fn json(value: &impl serde::Serialize) -> String {
 }
 
 /// Writes `status` if `builds.status_version` is still the one it was
-/// computed from; false otherwise (nothing written).
-pub async fn write_if_current(store: &Store, status: &BuildStatus) -> Result<bool, StatusError> {
+/// computed from; false otherwise (nothing written). A finished build's
+/// `on_build_finished` event of the current generation is recorded, and
+/// its callbacks task enqueued, in the same transaction: once per
+/// generation, however often the status is written.
+pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus) -> Result<bool, StatusError> {
     let now = Utc::now();
     let mut tx = store.begin_write().await?;
     // Locks the build's row (PostgreSQL) and checks the version: a publish
@@ -108,11 +113,32 @@ pub async fn write_if_current(store: &Store, status: &BuildStatus) -> Result<boo
         insert.push(", ").bind(env.metrics_summary).push(", ").bind(env.has_metrics).push(")");
         tx.execute(&insert).await?;
     }
+    if status.finished {
+        record_finished(&mut tx, queue, status.build_id).await?;
+    }
     let mut touch = Sql::new("UPDATE projects SET datetime = ");
     touch.bind(now).push(" WHERE id = ").bind(status.project_id);
     tx.execute(&touch).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Inserts the build's `on_build_finished` event of its current generation
+/// and, if it was not there yet, enqueues the task that sends its
+/// callbacks.
+async fn record_finished(tx: &mut WriteTx, queue: &Queue, build_id: i64) -> Result<(), StatusError> {
+    let mut event = Sql::new(
+        "INSERT INTO build_events (build_id, event, generation, created_at) \
+         SELECT id, 'on_build_finished', event_generation, ",
+    );
+    event.bind(Utc::now()).push(" FROM builds WHERE id = ").bind(build_id).push(" ON CONFLICT DO NOTHING");
+    if tx.execute(&event).await? == 1 {
+        let mut generation = Sql::new("SELECT event_generation FROM builds WHERE id = ");
+        generation.bind(build_id);
+        let generation = tx.fetch_integer(&generation).await?;
+        queue.enqueue(tx.conn(), &NewTask::of(&SendBuildCallbacks { build_id, generation })).await?;
+    }
+    Ok(())
 }
 
 fn push_optional(sql: &mut Sql, value: Option<squadron_store::sql::Value>) {

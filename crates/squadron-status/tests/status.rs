@@ -7,8 +7,8 @@ use std::time::Duration;
 use squadron_core::submission::parse_metadata;
 use squadron_queue::{Metrics, Queue, Registry, Shutdown, Worker, WorkerConfig};
 use squadron_status::{
-    compute, on_publish, update_build_status, write_if_current, ReconcileBuildStatus, Reconciling, UpdateBuildStatus,
-    Updated,
+    compute, idempotency_key, on_publish, update_build_status, write_if_current, Delivering, ReconcileBuildStatus,
+    SendBuildCallbacks, StatusContext, UpdateBuildStatus, Updated,
 };
 use squadron_store::both_engines;
 use squadron_store::ingest::{IngestOptions, Submission};
@@ -57,7 +57,7 @@ async fn submit_with(
 }
 
 async fn updated(db: &TestDb, build: i64) -> squadron_status::BuildStatus {
-    match update_build_status(&db.store, build).await.unwrap() {
+    match update_build_status(&db.store, &Queue::default(), build).await.unwrap() {
         Updated::Written(status) => *status,
         Updated::Stale => panic!("nothing changed the build meanwhile"),
     }
@@ -173,7 +173,7 @@ async fn a_status_computed_before_a_new_run_is_not_written(db: TestDb) {
     let b = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"a": "pass"}"#, "").await;
     let old = compute(&db.store, b).await.unwrap();
     submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"b": "pass"}"#, "").await;
-    assert!(!write_if_current(&db.store, &old).await.unwrap(), "the build changed since");
+    assert!(!write_if_current(&db.store, &Queue::default(), &old).await.unwrap(), "the build changed since");
     assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM build_status WHERE build_id = {b}")).await, 0);
     assert_eq!(updated(&db, b).await.counts.tests_pass, 2);
 }
@@ -190,8 +190,9 @@ async fn a_publish_enqueues_the_update_and_the_reconciler_finds_stale_builds(db:
 
     let queue_db = db.store.queue_db();
     let mut registry = Registry::new();
-    registry.register::<UpdateBuildStatus>(std::sync::Arc::new(db.store.clone()));
-    registry.register::<ReconcileBuildStatus>(std::sync::Arc::new(Reconciling { store: db.store.clone(), queue: Queue::default() }));
+    let cx = std::sync::Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() });
+    registry.register::<UpdateBuildStatus>(cx.clone());
+    registry.register::<ReconcileBuildStatus>(cx);
     {
         let mut tx = queue_db.begin().await.unwrap();
         use squadron_queue::StepTx;
@@ -211,6 +212,78 @@ async fn a_publish_enqueues_the_update_and_the_reconciler_finds_stale_builds(db:
     running.await.unwrap().unwrap();
     assert_eq!(db.scalar(&format!("SELECT tests_pass + tests_fail FROM build_status WHERE build_id = {b}")).await, 2);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM builds b JOIN build_status s ON s.build_id = b.id AND s.computed_version = b.status_version").await, 2);
+}
+
+
+async fn finished_builds_call_back_once_with_one_key_per_event(db: TestDb) {
+    use std::sync::{Arc, Mutex};
+    type Hits = Arc<Mutex<Vec<(String, String, String, String)>>>;
+    let hits: Hits = Arc::default();
+    let record = |hits: Hits, path: &'static str| {
+        move |headers: axum::http::HeaderMap, body: String| {
+            let hits = hits.clone();
+            async move {
+                let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                let mut hits = hits.lock().unwrap();
+                hits.push((path.to_string(), header("idempotency-key"), header("x-token"), body));
+                let calls = hits.iter().filter(|h| h.0 == path).count();
+                if path == "/flaky" && calls == 1 {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "later")
+                } else {
+                    (axum::http::StatusCode::OK, "thanks")
+                }
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(record(hits.clone(), "/hook")))
+        .route("/flaky", axum::routing::post(record(hits.clone(), "/flaky")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let p = db.public_project().await;
+    let b = db.scalar(&format!("INSERT INTO builds (project_id, version, created_at, datetime) VALUES ({p}, 'v1', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z') RETURNING id")).await;
+    for path in ["/hook", "/flaky"] {
+        db.execute(&format!("INSERT INTO callbacks (build_id, url, method, event, headers, payload, payload_is_json, record_response) \
+            VALUES ({b}, '{base}{path}', 'post', 'on_build_finished', '{{\"X-Token\": \"s3\"}}', '{{\"build\": \"v1\"}}', TRUE, TRUE)")).await;
+    }
+    submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"a": "pass"}"#, "").await;
+    assert!(updated(&db, b).await.finished);
+    db.execute(&format!("UPDATE builds SET status_version = status_version + 1 WHERE id = {b}")).await;
+    updated(&db, b).await;
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM build_events").await, 1, "one event per generation");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'send_build_callbacks'").await, 1);
+
+    let queue_db = db.store.queue_db();
+    let mut registry = Registry::new();
+    registry.register::<SendBuildCallbacks>(std::sync::Arc::new(Delivering::new(db.store.clone())));
+    let mut config = WorkerConfig::new(&queue_db, vec![("core_notification".to_string(), 2)]);
+    config.backoff = squadron_queue::Backoff { base: Duration::from_millis(100), max: Duration::from_millis(200) };
+    let worker = Worker::new(queue_db.clone(), Queue::default(), registry, config, Metrics::default());
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.scalar("SELECT COUNT(*) FROM callbacks WHERE is_sent").await < 2 {
+        assert!(std::time::Instant::now() < deadline, "callbacks not sent: {:?}", hits.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.signal();
+    running.await.unwrap().unwrap();
+
+    let hits = hits.lock().unwrap().clone();
+    let ids: Vec<i64> = {
+        let first = db.scalar("SELECT MIN(id) FROM callbacks").await;
+        vec![first, first + 1]
+    };
+    let of = |path: &str| hits.iter().filter(|h| h.0 == path).cloned().collect::<Vec<_>>();
+    assert_eq!(of("/hook").len(), 1, "a delivered callback is not sent again");
+    assert_eq!(of("/flaky").len(), 2, "a 503 is tried again");
+    assert_eq!(of("/hook")[0].1, idempotency_key(b, 0, ids[0]));
+    assert!(of("/flaky").iter().all(|h| h.1 == idempotency_key(b, 0, ids[1])), "every attempt has the event's key");
+    assert!(hits.iter().all(|h| h.2 == "s3" && h.3 == r#"{"build": "v1"}"#), "headers and payload as given: {hits:?}");
+    assert_eq!(db.text("SELECT response_content FROM callbacks ORDER BY id LIMIT 1").await, "thanks");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM callback_deliveries").await, 3, "every attempt recorded");
 }
 
 }

@@ -426,6 +426,11 @@ impl WriteTx {
         crate::sql::execute_in(self, sql).await
     }
 
+    /// Runs a query giving one integer in this transaction.
+    pub async fn fetch_integer(&mut self, sql: &crate::sql::Sql) -> Result<i64, StoreError> {
+        crate::sql::fetch_id_in(self, sql).await
+    }
+
     async fn commit_engine(self) -> Result<(), sqlx::Error> {
         let WriteTx { tx, _hold } = self;
         match tx {

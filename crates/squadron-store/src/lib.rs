@@ -17,5 +17,5 @@ pub mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use db::{redact_url, Migrations, Store, WriteStats};
+pub use db::{redact_url, Migrations, Store, WriteStats, WriteTx};
 pub use error::StoreError;

@@ -241,7 +241,8 @@ pub(crate) async fn execute_in(tx: &mut crate::db::WriteTx, sql: &Sql) -> Result
     })
 }
 
-/// Runs an `INSERT … RETURNING id` in a write transaction.
+/// Runs a query giving one integer (such as `INSERT … RETURNING id`) in a
+/// write transaction.
 pub(crate) async fn fetch_id_in(tx: &mut crate::db::WriteTx, sql: &Sql) -> Result<i64, StoreError> {
     Ok(match &mut tx.tx {
         crate::db::EngineTx::Sqlite(c) => {

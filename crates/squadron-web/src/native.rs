@@ -10,6 +10,7 @@ use squadron_core::callbacks::callback_from_form;
 use squadron_core::names::is_valid_slug;
 use squadron_core::settings::parse_settings;
 use squadron_core::submission::{metadata_from_form_fields, parse_metadata, SPECIAL_METADATA_FIELDS};
+use squadron_queue::Queue;
 use squadron_status::{on_publish, update_build_status, Updated};
 use squadron_store::builds::PatchFields;
 use squadron_store::ingest::{IngestError, IngestOptions, Submission};
@@ -100,11 +101,11 @@ pub(crate) async fn submit(
     // The run's publish also enqueues its build's status update; the status
     // is updated here as well, so that the answer comes once the build's
     // status reflects the run, as SQUAD's clients expect.
-    let (store, blobs) = (state.store.clone(), state.blobs.clone());
-    let options = IngestOptions { on_publish: Some(on_publish(state.queue.clone())), ..Default::default() };
+    let (store, blobs, queue) = (state.store.clone(), state.blobs.clone(), state.queue.clone());
+    let options = IngestOptions { on_publish: Some(on_publish(queue.clone())), ..Default::default() };
     let ingested = tokio::spawn(async move {
         let run = store.ingest(&blobs, &submission, options).await?;
-        update_status_of_run(&store, run).await;
+        update_status_of_run(&store, &queue, run).await;
         Ok::<i64, IngestError>(run)
     })
     .await
@@ -119,7 +120,7 @@ pub(crate) async fn submit(
 
 /// Updates the status of the build of run `run`. A failure is only
 /// logged: the update enqueued with the run repairs it.
-async fn update_status_of_run(store: &Store, run: i64) {
+async fn update_status_of_run(store: &Store, queue: &Queue, run: i64) {
     let mut sql = Sql::new("SELECT build_id FROM testruns WHERE id = ");
     sql.bind(run);
     let build = match store.fetch_optional::<(i64,)>(&sql).await {
@@ -130,7 +131,7 @@ async fn update_status_of_run(store: &Store, run: i64) {
             return;
         }
     };
-    match update_build_status(store, build).await {
+    match update_build_status(store, queue, build).await {
         Ok(Updated::Written(_)) => {}
         Ok(Updated::Stale) => {
             tracing::info!(build, "build changed while its status was computed; its task will update it")

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use squadron_core::access::Role;
+use squadron_queue::Queue;
 use squadron_status::recompute_project;
 use squadron_store::projects::NewProject;
 use squadron_store::sql::Sql;
@@ -173,7 +174,7 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
             };
             for (id, name) in projects {
                 let started = std::time::Instant::now();
-                let builds = recompute_project(&store, id).await?;
+                let builds = recompute_project(&store, &Queue::new(cli.queue.routes()), id).await?;
                 let took = started.elapsed().as_secs_f64() * 1000.0;
                 eprintln!("recomputed the status of {builds} build(s) of {name} in {took:.0} ms");
             }

@@ -9,7 +9,7 @@ use squadron_queue::{
     default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
     Timing, Worker, WorkerConfig,
 };
-use squadron_status::{ReconcileBuildStatus, Reconciling, UpdateBuildStatus};
+use squadron_status::{Delivering, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus};
 use squadron_store::maintenance::SweepHiddenRuns;
 use squadron_store::Store;
 use squadron_web::{ops_router, Ops};
@@ -22,11 +22,10 @@ pub fn registry(store: &Store, options: &QueueOptions, owner: &str) -> anyhow::R
     let mut registry = Registry::new();
     registry.register::<SweepHiddenRuns>(Arc::new(store.clone()));
     registry.register::<PruneFinished>(Arc::new(Pruning { db: store.queue_db(), retention: options.retention() }));
-    registry.register::<UpdateBuildStatus>(Arc::new(store.clone()));
-    registry.register::<ReconcileBuildStatus>(Arc::new(Reconciling {
-        store: store.clone(),
-        queue: Queue::new(options.routes()),
-    }));
+    let status = Arc::new(StatusContext { store: store.clone(), queue: Queue::new(options.routes()) });
+    registry.register::<UpdateBuildStatus>(status.clone());
+    registry.register::<ReconcileBuildStatus>(status);
+    registry.register::<SendBuildCallbacks>(Arc::new(Delivering::new(store.clone())));
     if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
         warn!("this is a test build: the crash-test task kinds are registered");
     }

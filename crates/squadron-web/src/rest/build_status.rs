@@ -81,7 +81,7 @@ pub(crate) async fn status(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value
         Some(row) => row,
         None => {
             // A build whose status was never computed (created empty, say).
-            update_build_status(&rest.state.store, id).await.map_err(|e| ApiError::internal(&e))?;
+            update_build_status(&rest.state.store, &rest.state.queue, id).await.map_err(|e| ApiError::internal(&e))?;
             read(&rest, id).await?.ok_or_else(super::not_found)?
         }
     };
