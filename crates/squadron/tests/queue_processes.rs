@@ -33,11 +33,25 @@ struct Workers {
     url: String,
     dir: tempfile::TempDir,
     spawned: usize,
+    pids: Vec<u32>,
+}
+
+impl Drop for Workers {
+    /// A failed test leaves no worker behind: every worker still running
+    /// (still a squadron process, so not a reused pid) is killed.
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.contains("squadron") && cmdline.contains(&self.url) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    }
 }
 
 impl Workers {
     fn new(db: &TestDb) -> Workers {
-        Workers { url: db.url.clone(), dir: tempfile::tempdir().unwrap(), spawned: 0 }
+        Workers { url: db.url.clone(), dir: tempfile::tempdir().unwrap(), spawned: 0, pids: Vec::new() }
     }
 
     fn execution_log(&self) -> PathBuf {
@@ -59,6 +73,7 @@ impl Workers {
             .stderr(log)
             .spawn()
             .expect("start a worker");
+        self.pids.push(child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         while !std::fs::read_to_string(&path).unwrap_or_default().contains("worker started") {
             assert!(Instant::now() < deadline, "the worker did not start\n{}", self.logs());
