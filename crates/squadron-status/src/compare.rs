@@ -10,8 +10,21 @@ use squadron_store::Store;
 
 use crate::StatusError;
 
-/// Test names that changed, by environment slug.
+/// Full test names that changed, by environment slug.
 pub type ByEnvironment = BTreeMap<String, Vec<String>>;
+
+/// Short test names that changed, by environment slug and suite (SQUAD's
+/// `*_grouped_by_suite`).
+pub type BySuite = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// Which environments of the two builds are compared with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// The same environment (two builds of one project).
+    SameEnvironment,
+    /// Environments with the same slug (builds of different projects).
+    SameSlug,
+}
 
 /// What changed from a baseline build to a target build.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -22,6 +35,10 @@ pub struct Changes {
     /// Tests that failed in the baseline (unless with an intermittent
     /// known issue) and pass in the target.
     pub fixes: ByEnvironment,
+    /// The regressions by environment and suite.
+    pub regressions_by_suite: BySuite,
+    /// The fixes by environment and suite.
+    pub fixes_by_suite: BySuite,
 }
 
 /// The regressions and fixes of `target` against `baseline`.
@@ -36,33 +53,59 @@ pub struct Changes {
 /// The join pairs the two builds' runs per environment and walks each
 /// pair's tests through the `(test_run_id, metadata_id)` index: nothing is
 /// loaded but the changed tests.
-pub async fn regressions_and_fixes(store: &Store, baseline: i64, target: i64) -> Result<Changes, StatusError> {
+pub async fn regressions_and_fixes(
+    store: &Store,
+    baseline: i64,
+    target: i64,
+    pairing: Pairing,
+) -> Result<Changes, StatusError> {
+    let paired = match pairing {
+        Pairing::SameEnvironment => "rb.environment_id = rt.environment_id",
+        Pairing::SameSlug => "rb.environment_id IN (SELECT id FROM environments eb WHERE eb.slug = e.slug)",
+    };
     // The CROSS JOINs fix the order on SQLite (runs, then the target's
     // tests, then each one's baseline twin through the unique
     // (test_run_id, metadata_id) index); left to itself its planner looks
     // the twin up by name alone, across every build that has the test.
-    let mut sql = Sql::new(
+    let mut sql = Sql::new(&format!(
         "SELECT e.slug, m.suite, m.name, t.result \
          FROM testruns rt CROSS JOIN testruns rb CROSS JOIN tests t CROSS JOIN tests b \
          JOIN environments e ON e.id = rt.environment_id \
          JOIN suite_metadata m ON m.id = t.metadata_id \
-         WHERE rt.visible AND rb.visible AND rb.environment_id = rt.environment_id \
+         WHERE rt.visible AND rb.visible AND {paired} \
            AND t.test_run_id = rt.id AND b.test_run_id = rb.id AND b.metadata_id = t.metadata_id \
            AND t.result IS NOT NULL AND b.result IS NOT NULL AND t.result <> b.result \
            AND (t.result OR NOT COALESCE(t.has_known_issues, FALSE)) \
            AND NOT (t.result AND EXISTS (SELECT 1 FROM test_known_issues l \
                     JOIN known_issues k ON k.id = l.known_issue_id WHERE l.test_id = b.id AND k.intermittent)) \
-           AND rb.build_id = ",
-    );
+           AND rb.build_id = "
+    ));
     sql.bind(baseline).push(" AND rt.build_id = ").bind(target);
     let rows: Vec<(String, String, String, bool)> = store.fetch_all(&sql).await?;
-    let mut regressions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut fixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    type Changed = BTreeMap<String, BTreeSet<(String, String)>>;
+    let (mut regressions, mut fixes) = (Changed::new(), Changed::new());
     for (environment, suite, name, passes_now) in rows {
         let into = if passes_now { &mut fixes } else { &mut regressions };
-        into.entry(environment).or_default().insert(join_name(&suite, &name));
+        into.entry(environment).or_default().insert((suite, name));
     }
-    let listed =
-        |m: BTreeMap<String, BTreeSet<String>>| m.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
-    Ok(Changes { regressions: listed(regressions), fixes: listed(fixes) })
+    let full = |m: &Changed| -> ByEnvironment {
+        m.iter().map(|(env, tests)| (env.clone(), tests.iter().map(|(s, n)| join_name(s, n)).collect())).collect()
+    };
+    let grouped = |m: &Changed| -> BySuite {
+        m.iter()
+            .map(|(env, tests)| {
+                let mut suites: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (suite, name) in tests {
+                    suites.entry(suite.clone()).or_default().push(name.clone());
+                }
+                (env.clone(), suites)
+            })
+            .collect()
+    };
+    Ok(Changes {
+        regressions: full(&regressions),
+        fixes: full(&fixes),
+        regressions_by_suite: grouped(&regressions),
+        fixes_by_suite: grouped(&fixes),
+    })
 }

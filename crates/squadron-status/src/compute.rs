@@ -5,7 +5,7 @@ use serde::Serialize;
 use squadron_store::sql::Sql;
 use squadron_store::Store;
 
-use crate::compare::{regressions_and_fixes, Changes};
+use crate::compare::{regressions_and_fixes, Changes, Pairing};
 use crate::StatusError;
 
 /// Test counts by status.
@@ -200,7 +200,9 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
         baseline(store, build_id, build.project_id, build.datetime).await?
     };
     let changes = match (finished, baseline_id) {
-        (true, Some(baseline)) => Some(regressions_and_fixes(store, baseline, build_id).await?),
+        (true, Some(baseline)) => {
+            Some(regressions_and_fixes(store, baseline, build_id, Pairing::SameEnvironment).await?)
+        }
         _ => None,
     };
     Ok(BuildStatus {

@@ -23,7 +23,7 @@ mod tasks;
 mod update;
 
 pub use callbacks::{idempotency_key, Delivering, SendBuildCallbacks};
-pub use compare::{regressions_and_fixes, Changes};
+pub use compare::{regressions_and_fixes, ByEnvironment, BySuite, Changes, Pairing};
 pub use compute::{compute, BuildStatus, Counts, EnvironmentSummary};
 pub use tasks::{on_publish, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};
 pub use update::{recompute_project, update_build_status, write_if_current, Updated};

@@ -122,6 +122,45 @@ both_engines! {
         assert_eq!(status["details"]["null"]["testruns"], 1, "details by environment name, as SQUAD: {status}");
     }
 
+    async fn comparing_builds(db: TestDb) {
+        let api = Api::new(db).await;
+        api.submit("p", "v1", "x86", r#"{"s/a": "pass", "s/b": "fail", "c": "pass"}"#, "{}").await;
+        api.submit("p", "v2", "x86", r#"{"s/a": "fail", "s/b": "pass", "c": "fail"}"#, "{}").await;
+        api.submit("private", "v1", "x86", r#"{"s/a": "pass", "s/b": "pass"}"#, "{}").await;
+        let id = |project: &str, version: &str| {
+            let db = &api.db;
+            let sql = format!("SELECT b.id FROM builds b JOIN projects p ON p.id = b.project_id WHERE p.slug = '{project}' AND b.version = '{version}'");
+            async move { db.scalar(&sql).await }
+        };
+        let (v1, v2, other) = (id("p", "v1").await, id("p", "v2").await, id("private", "v1").await);
+        let project = api.db.scalar("SELECT id FROM projects WHERE slug = 'p'").await;
+        let expected = serde_json::json!({"regressions": {"x86": {"/": ["c"], "s": ["a"]}}, "fixes": {"x86": {"s": ["b"]}}});
+        assert_eq!(api.ok(&format!("/api/projects/{project}/compare_builds/?baseline={v1}&to_compare={v2}")).await, expected);
+        assert_eq!(api.ok(&format!("/api/builds/{v1}/compare/?target={v2}")).await, expected);
+        for (query, code) in [
+            (format!("baseline={v1}"), 400),
+            (format!("baseline=x&to_compare={v2}"), 400),
+            (format!("baseline={v1}&to_compare={other}"), 404),
+            (format!("baseline={v1}&to_compare={v2}&by=metrics"), 501),
+        ] {
+            let (status, body) = api.get_json(&format!("/api/projects/{project}/compare_builds/?{query}"), None).await;
+            assert_eq!(status, code, "{query}: {body}");
+        }
+        // An unfinished build (no runs) only with force.
+        let empty = api.db.scalar(&format!("INSERT INTO builds (project_id, version, created_at, datetime) VALUES ({project}, 'v3', '2030-01-01T00:00:00Z', '2030-01-01T00:00:00Z') RETURNING id")).await;
+        let (status, body) = api.get_json(&format!("/api/projects/{project}/compare_builds/?baseline={v2}&to_compare={empty}"), None).await;
+        assert_eq!(status, 400, "{body}");
+        let forced = api.ok(&format!("/api/projects/{project}/compare_builds/?baseline={v2}&to_compare={empty}&force=1")).await;
+        assert_eq!(forced, serde_json::json!({"regressions": {}, "fixes": {}}));
+        // Across projects, environments pair by slug; a private baseline
+        // only for who may see it.
+        let (status, _) = api.get_json(&format!("/api/builds/{other}/compare/?target={v2}"), None).await;
+        assert_eq!(status, 404);
+        let (status, across) = api.get_json(&format!("/api/builds/{other}/compare/?target={v2}"), Some(&api.admin)).await;
+        assert_eq!(status, 200, "{across}");
+        assert_eq!(across["regressions"]["x86"]["s"], serde_json::json!(["a"]), "{across}");
+    }
+
     async fn build_status_after_each_submission(db: TestDb) {
         let api = Api::new(db).await;
         api.submit("p", "v1", "x86", r#"{"s/a": "pass", "s/b": "fail"}"#, "{}").await;

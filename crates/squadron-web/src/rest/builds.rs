@@ -244,5 +244,5 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/email/", get(pending("build reports")))
         .route("/api/builds/{id}/report/", get(pending("build reports")).post(pending("build reports")))
         .route("/api/builds/{id}/callbacks/", get(pending("build callbacks")).post(pending("build callbacks")))
-        .route("/api/builds/{id}/compare/", get(pending("comparing builds")))
+        .route("/api/builds/{id}/compare/", get(super::compare::compare_build))
 }

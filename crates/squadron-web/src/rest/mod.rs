@@ -5,6 +5,7 @@
 
 mod build_status;
 mod builds;
+mod compare;
 mod context;
 mod environments;
 mod filter;

@@ -269,8 +269,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/projects/{id}/test_results/", get(|| async { not_implemented("test results across builds") }))
         .route(
             "/api/projects/{id}/compare_builds/",
-            get(|| async { not_implemented("comparing builds") })
-                .post(|| async { not_implemented("comparing builds") }),
+            get(super::compare::compare_builds).post(super::compare::compare_builds),
         )
         .route("/api/projects/{id}/subscribe/", post(|| async { not_implemented("subscriptions") }))
         .route("/api/projects/{id}/unsubscribe/", post(|| async { not_implemented("subscriptions") }))
