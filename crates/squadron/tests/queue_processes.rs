@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use squadron_queue::crash_test::{CrashTestSteps, CREATE_STEP_ROWS_TABLE, EXECUTION_LOG_ENV};
 use squadron_queue::{NewTask, Queue, StepTx};
+use squadron_status::{idempotency_key, update_build_status};
 use squadron_store::testing::TestDb;
 
 /// The lease of every worker here.
@@ -31,6 +32,7 @@ struct Start {
 /// Worker processes on one database, their logs in one directory.
 struct Workers {
     url: String,
+    queue: &'static str,
     dir: tempfile::TempDir,
     spawned: usize,
     pids: Vec<u32>,
@@ -51,7 +53,13 @@ impl Drop for Workers {
 
 impl Workers {
     fn new(db: &TestDb) -> Workers {
-        Workers { url: db.url.clone(), dir: tempfile::tempdir().unwrap(), spawned: 0, pids: Vec::new() }
+        Workers {
+            url: db.url.clone(),
+            queue: "core_postprocess",
+            dir: tempfile::tempdir().unwrap(),
+            spawned: 0,
+            pids: Vec::new(),
+        }
     }
 
     fn execution_log(&self) -> PathBuf {
@@ -65,7 +73,7 @@ impl Workers {
         let path = self.dir.path().join(format!("worker-{}.log", self.spawned));
         let log = File::create(&path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_squadron"))
-            .args(["--database", &self.url, "--lease", LEASE, "worker", "--queues", "core_postprocess"])
+            .args(["--database", &self.url, "--lease", LEASE, "worker", "--queues", self.queue])
             .args(extra)
             .env(EXECUTION_LOG_ENV, self.execution_log())
             .env("RUST_LOG", "info")
@@ -401,4 +409,106 @@ async fn two_scheduler_processes_enqueue_each_period_once() {
     );
     let orphans = db.scalar("SELECT COUNT(*) FROM periodic_runs WHERE task_id NOT IN (SELECT id FROM tasks)").await;
     assert_eq!(orphans, 0, "every period names its task");
+}
+
+async fn count_sent(db: &TestDb) -> i64 {
+    db.scalar("SELECT COUNT(*) FROM callbacks WHERE is_sent").await
+}
+
+/// Builds finish while the notification workers are SIGKILLed at random:
+/// every callback is delivered at least once, and every delivery of one
+/// callback carries the same idempotency key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_survive_killed_notification_workers() {
+    use std::sync::{Arc, Mutex};
+    const BUILDS: i64 = 150;
+    let db = TestDb::postgres().await;
+    let received: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let record = received.clone();
+    let app = axum::Router::new().route(
+        "/hook/{callback}",
+        axum::routing::post(
+            move |axum::extract::Path(callback): axum::extract::Path<i64>, headers: axum::http::HeaderMap| {
+                let record = record.clone();
+                async move {
+                    // Slow enough for kills to land while requests are in flight.
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    let key =
+                        headers.get("idempotency-key").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                    record.lock().unwrap().push((callback, key));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let project = db.public_project().await;
+    db.execute(&format!("INSERT INTO environments (project_id, slug) VALUES ({project}, 'x86')")).await;
+    for v in 0..BUILDS {
+        let build = db.scalar(&format!("INSERT INTO builds (project_id, version, created_at, datetime) VALUES ({project}, 'v{v}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z') RETURNING id")).await;
+        for _ in 0..2 {
+            let id = db.scalar(&format!("INSERT INTO callbacks (build_id, url, event) VALUES ({build}, 'x{v}-' || {build} || '-' || (SELECT COUNT(*) FROM callbacks), 'on_build_finished') RETURNING id")).await;
+            db.execute(&format!("UPDATE callbacks SET url = '{base}/hook/{id}' WHERE id = {id}")).await;
+        }
+    }
+    let mut workers = Workers::new(&db);
+    workers.queue = "core_notification";
+    let args = ["--concurrency", "4"];
+    let mut running: Vec<Child> = (0..2).map(|_| workers.spawn(&args)).collect();
+    let mut random = Lcg(u64::from(std::process::id()) ^ 0x5eed);
+    let mut kills = 0;
+    let builds: Vec<(i64,)> =
+        db.store.fetch_all(&squadron_store::sql::Sql::new("SELECT id FROM builds ORDER BY id")).await.unwrap();
+    let mut next_kill = Instant::now() + Duration::from_millis(300 + random.below(700));
+    let mut finished = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while count_sent(&db).await < 2 * BUILDS {
+        assert!(Instant::now() < deadline, "not every callback was sent\n{}", workers.logs());
+        if let Some(&(build,)) = builds.get(finished) {
+            // A run arrives and the build is finished: its event and its
+            // callbacks task commit with the status.
+            db.execute(&format!(
+                "INSERT INTO testruns (build_id, environment_id, created_at, datetime, visible) \
+                SELECT {build}, e.id, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', TRUE FROM environments e LIMIT 1"
+            ))
+            .await;
+            db.execute(&format!("UPDATE builds SET status_version = status_version + 1 WHERE id = {build}")).await;
+            update_build_status(&db.store, &Queue::default(), build).await.unwrap();
+            finished += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if Instant::now() >= next_kill && count_sent(&db).await < 2 * BUILDS {
+            let victim = random.below(2) as usize;
+            let mut killed = std::mem::replace(&mut running[victim], workers.spawn(&args));
+            signal(&killed, "KILL");
+            killed.wait().unwrap();
+            kills += 1;
+            next_kill = Instant::now() + Duration::from_millis(300 + random.below(700));
+        }
+    }
+    for child in &mut running {
+        terminate(child, Duration::from_secs(15), &workers);
+    }
+    let received = received.lock().unwrap().clone();
+    let callbacks: Vec<(i64, i64)> =
+        db.store.fetch_all(&squadron_store::sql::Sql::new("SELECT id, build_id FROM callbacks")).await.unwrap();
+    let mut duplicates = 0;
+    for (callback, build) in &callbacks {
+        let keys: Vec<&String> = received.iter().filter(|(c, _)| c == callback).map(|(_, k)| k).collect();
+        assert!(!keys.is_empty(), "callback {callback} was never delivered");
+        let expected = idempotency_key(*build, 0, *callback);
+        assert!(keys.iter().all(|k| **k == expected), "callback {callback}: keys {keys:?}, expected {expected}");
+        duplicates += keys.len() - 1;
+    }
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM build_events").await, BUILDS, "one event per build");
+    assert!(kills >= 2, "the chaos ran: {kills} kills");
+    eprintln!(
+        "{} callbacks, {kills} SIGKILLs: {} deliveries ({duplicates} repeated, all with their callback's key)",
+        callbacks.len(),
+        received.len()
+    );
 }
