@@ -11,11 +11,16 @@ use squadron_store::Store;
 
 use crate::update::{update_build_status, Updated};
 
-/// Recomputes one build's status unless it is current already.
+/// Recomputes one build's status unless it is current already (or
+/// `rebaseline` asks for it anyway).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateBuildStatus {
     /// The build.
     pub build_id: i64,
+    /// Recompute even if the build's runs did not change: an earlier build
+    /// finished and may be its baseline now.
+    #[serde(default)]
+    pub rebaseline: bool,
 }
 
 impl UpdateBuildStatus {
@@ -23,7 +28,12 @@ impl UpdateBuildStatus {
     /// one waits is the same work, and one enqueued while it runs makes it
     /// run once more.
     pub fn task(build_id: i64) -> NewTask {
-        NewTask::of(&UpdateBuildStatus { build_id }).unique(format!("build_status:{build_id}"))
+        NewTask::of(&UpdateBuildStatus { build_id, rebaseline: false }).unique(format!("build_status:{build_id}"))
+    }
+
+    /// The task that looks at `build_id`'s baseline again.
+    pub fn rebaseline(build_id: i64) -> NewTask {
+        NewTask::of(&UpdateBuildStatus { build_id, rebaseline: true }).unique(format!("build_baseline:{build_id}"))
     }
 }
 
@@ -39,7 +49,7 @@ impl Task for UpdateBuildStatus {
              AND s.computed_version = b.status_version WHERE b.id = ",
         );
         current.bind(self.build_id);
-        if store.fetch_count(&current).await.map_err(TaskError::failed)? > 0 {
+        if !self.rebaseline && store.fetch_count(&current).await.map_err(TaskError::failed)? > 0 {
             return Ok(Outcome::Done);
         }
         match update_build_status(store, &cx.queue, self.build_id).await {

@@ -7,6 +7,7 @@ use squadron_store::{Store, WriteTx};
 
 use crate::callbacks::SendBuildCallbacks;
 use crate::compute::{compute, BuildStatus};
+use crate::tasks::UpdateBuildStatus;
 use crate::StatusError;
 
 /// What [`update_build_status`] did.
@@ -137,9 +138,28 @@ async fn record_finished(tx: &mut WriteTx, queue: &Queue, build_id: i64) -> Resu
         generation.bind(build_id);
         let generation = tx.fetch_integer(&generation).await?;
         queue.enqueue(tx.conn(), &NewTask::of(&SendBuildCallbacks { build_id, generation })).await?;
+        // This build may now be the baseline of later builds not yet
+        // notified: they are looked at again.
+        let mut later = Sql::new("SELECT b.id FROM builds b JOIN builds f ON f.id = ");
+        later
+            .bind(build_id)
+            .push(
+                " JOIN build_status s ON s.build_id = b.id \
+                 WHERE b.project_id = f.project_id AND NOT s.notified \
+                   AND (b.datetime > f.datetime OR (b.datetime = f.datetime AND b.id > f.id)) \
+                 ORDER BY b.datetime, b.id LIMIT ",
+            )
+            .bind(LATER_BUILDS);
+        let later: Vec<(i64,)> = tx.fetch_all(&later).await?;
+        let tasks: Vec<NewTask> = later.into_iter().map(|(id,)| UpdateBuildStatus::rebaseline(id)).collect();
+        queue.enqueue_many(tx.conn(), &tasks).await?;
     }
     Ok(())
 }
+
+/// How many later builds a newly finished build has looked at again (the
+/// ones whose baseline it may have become).
+const LATER_BUILDS: i64 = 20;
 
 fn push_optional(sql: &mut Sql, value: Option<squadron_store::sql::Value>) {
     match value {

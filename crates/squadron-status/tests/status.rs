@@ -63,6 +63,32 @@ async fn updated(db: &TestDb, build: i64) -> squadron_status::BuildStatus {
     }
 }
 
+/// Runs the status tasks in a worker until `condition` (a count) is 1.
+async fn run_status_tasks_until(db: &TestDb, condition: &str) {
+    let queue_db = db.store.queue_db();
+    let mut registry = Registry::new();
+    let cx = std::sync::Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() });
+    registry.register::<UpdateBuildStatus>(cx.clone());
+    registry.register::<ReconcileBuildStatus>(cx);
+    let queues = vec![("core_postprocess".to_string(), 4), ("core_quick".to_string(), 4)];
+    let worker = Worker::new(
+        queue_db.clone(),
+        Queue::default(),
+        registry,
+        WorkerConfig::new(&queue_db, queues),
+        Metrics::default(),
+    );
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.scalar(condition).await < 1 {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {condition}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.signal();
+    running.await.unwrap().unwrap();
+}
+
 fn names(map: &std::collections::BTreeMap<String, Vec<String>>, env: &str) -> Vec<String> {
     map.get(env).cloned().unwrap_or_default()
 }
@@ -159,6 +185,8 @@ async fn the_baseline_is_the_latest_finished_earlier_build_until_notified(db: Te
     // (SQUAD would keep the one found first).
     let v2 = submit(&db, p, "v2", "x86", "2026-01-02T00:00:00Z", r#"{"a": "fail"}"#, "").await;
     assert_eq!(updated(&db, v2).await.baseline_id, Some(v1));
+    // v2 finishing makes v3 look at its baseline again, through a task.
+    run_status_tasks_until(&db, &format!("SELECT COUNT(*) FROM build_status WHERE build_id = {v3} AND baseline_id = {v2}")).await;
     let status = updated(&db, v3).await;
     assert_eq!(status.baseline_id, Some(v2));
     assert_eq!(names(&status.changes.unwrap().fixes, "x86"), vec!["a"], "a name in the root suite stands alone");
@@ -188,28 +216,13 @@ async fn a_publish_enqueues_the_update_and_the_reconciler_finds_stale_builds(db:
     // A build whose status was never written (say, the process died).
     let other = submit(&db, p, "v2", "x86", "2026-01-02T00:00:00Z", r#"{"a": "pass"}"#, "").await;
 
-    let queue_db = db.store.queue_db();
-    let mut registry = Registry::new();
-    let cx = std::sync::Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() });
-    registry.register::<UpdateBuildStatus>(cx.clone());
-    registry.register::<ReconcileBuildStatus>(cx);
     {
-        let mut tx = queue_db.begin().await.unwrap();
+        let mut tx = db.store.queue_db().begin().await.unwrap();
         use squadron_queue::StepTx;
         Queue::default().enqueue(tx.conn(), &squadron_queue::NewTask::of(&ReconcileBuildStatus {})).await.unwrap();
         tx.commit().await.unwrap();
     }
-    let queues = vec![("core_postprocess".to_string(), 4), ("core_quick".to_string(), 4)];
-    let worker = Worker::new(queue_db.clone(), Queue::default(), registry, WorkerConfig::new(&queue_db, queues), Metrics::default());
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while db.scalar(&format!("SELECT COUNT(*) FROM build_status WHERE build_id IN ({b}, {other})")).await < 2 {
-        assert!(std::time::Instant::now() < deadline, "the tasks did not write both statuses");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.signal();
-    running.await.unwrap().unwrap();
+    run_status_tasks_until(&db, &format!("SELECT COUNT(*) / 2 FROM build_status WHERE build_id IN ({b}, {other})")).await;
     assert_eq!(db.scalar(&format!("SELECT tests_pass + tests_fail FROM build_status WHERE build_id = {b}")).await, 2);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM builds b JOIN build_status s ON s.build_id = b.id AND s.computed_version = b.status_version").await, 2);
 }

@@ -426,6 +426,11 @@ impl WriteTx {
         crate::sql::execute_in(self, sql).await
     }
 
+    /// Runs a read query in this transaction and decodes every row.
+    pub async fn fetch_all<T: crate::sql::Row>(&mut self, sql: &crate::sql::Sql) -> Result<Vec<T>, StoreError> {
+        crate::sql::fetch_all_in(self, sql).await
+    }
+
     /// Runs a query giving one integer in this transaction.
     pub async fn fetch_integer(&mut self, sql: &crate::sql::Sql) -> Result<i64, StoreError> {
         crate::sql::fetch_id_in(self, sql).await

@@ -241,6 +241,20 @@ pub(crate) async fn execute_in(tx: &mut crate::db::WriteTx, sql: &Sql) -> Result
     })
 }
 
+/// Runs a read query in a write transaction.
+pub(crate) async fn fetch_all_in<T: Row>(tx: &mut crate::db::WriteTx, sql: &Sql) -> Result<Vec<T>, StoreError> {
+    Ok(match &mut tx.tx {
+        crate::db::EngineTx::Sqlite(c) => {
+            let text = sql.render(false);
+            bind_values!(sqlx::query_as::<_, T>(&text), &sql.values).fetch_all(&mut **c).await?
+        }
+        crate::db::EngineTx::Postgres(c) => {
+            let text = sql.render(true);
+            bind_values!(sqlx::query_as::<_, T>(&text), &sql.values).fetch_all(&mut **c).await?
+        }
+    })
+}
+
 /// Runs a query giving one integer (such as `INSERT … RETURNING id`) in a
 /// write transaction.
 pub(crate) async fn fetch_id_in(tx: &mut crate::db::WriteTx, sql: &Sql) -> Result<i64, StoreError> {
