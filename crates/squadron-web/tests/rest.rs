@@ -161,6 +161,52 @@ both_engines! {
         assert_eq!(across["regressions"]["x86"]["s"], serde_json::json!(["a"]), "{across}");
     }
 
+    async fn known_issues_are_written_by_admins_and_apply_to_later_runs(db: TestDb) {
+        let api = Api::new(db).await;
+        api.submit("p", "v1", "x86", r#"{"s/a": "pass"}"#, "{}").await;
+        let env = api.db.scalar("SELECT id FROM environments WHERE slug = 'x86'").await;
+        let env_url = api.url(&format!("/api/environments/{env}/"));
+        let body = serde_json::json!({"title": "flaky a", "test_name": "s/a", "active": false, "environments": [env_url]});
+        let post = |token: Option<String>| {
+            let mut req = api.http.post(api.url("/api/knownissues/")).json(&body);
+            if let Some(t) = token {
+                req = req.header("Authorization", format!("Token {t}"));
+            }
+            req.send()
+        };
+        assert_eq!(post(None).await.unwrap().status().as_u16(), 401);
+        assert_eq!(post(Some(api.member.clone())).await.unwrap().status().as_u16(), 403);
+        let created = post(Some(api.admin.clone())).await.unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+        let created: Value = created.json().await.unwrap();
+        assert_eq!((created["title"].as_str(), created["active"].as_bool()), (Some("flaky a"), Some(false)));
+        assert_eq!(created["environments"], serde_json::json!([env_url]));
+        let id = created["id"].as_i64().unwrap();
+        let missing = api.http.post(api.url("/api/knownissues/")).header("Authorization", format!("Token {}", api.admin))
+            .json(&serde_json::json!({"title": "no pattern"})).send().await.unwrap();
+        assert_eq!(missing.status().as_u16(), 400);
+
+        // Inactive: a later failure is a failure; active: an xfail.
+        api.submit("p", "v2", "x86", r#"{"s/a": "fail"}"#, "{}").await;
+        let patched = api.http.patch(api.url(&format!("/api/knownissues/{id}/"))).header("Authorization", format!("Token {}", api.admin))
+            .json(&serde_json::json!({"active": true})).send().await.unwrap();
+        assert_eq!(patched.status().as_u16(), 200);
+        api.submit("p", "v3", "x86", r#"{"s/a": "fail"}"#, "{}").await;
+        let xfails = |version: &str| {
+            let sql = format!("SELECT s.tests_xfail FROM build_status s JOIN builds b ON b.id = s.build_id WHERE b.version = '{version}'");
+            let db = &api.db;
+            async move { db.scalar(&sql).await }
+        };
+        assert_eq!((xfails("v2").await, xfails("v3").await), (0, 1));
+        assert_eq!(api.ok(&format!("/api/knownissues/?active=true&id={id}")).await["count"], 1);
+
+        let deleted = api.http.delete(api.url(&format!("/api/knownissues/{id}/"))).header("Authorization", format!("Token {}", api.admin))
+            .send().await.unwrap();
+        assert_eq!(deleted.status().as_u16(), 204);
+        let (status, _) = api.get_json(&format!("/api/knownissues/{id}/"), None).await;
+        assert_eq!(status, 404);
+    }
+
     async fn build_status_after_each_submission(db: TestDb) {
         let api = Api::new(db).await;
         api.submit("p", "v1", "x86", r#"{"s/a": "pass", "s/b": "fail"}"#, "{}").await;

@@ -1,8 +1,14 @@
-//! `/api/knownissues/` (reading; writes come with build status).
+//! `/api/knownissues/`: read by anyone who may see one of their
+//! environments' projects (or anyone, for issues tied to none); created,
+//! changed and deleted by superusers and by admins of every environment's
+//! group. As in SQUAD, a change applies to tests ingested afterwards.
 
 use std::collections::HashMap;
 
-use axum::extract::Path;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
@@ -11,7 +17,7 @@ use squadron_store::sql::{Sql, Value as SqlValue};
 use super::environments::ENVIRONMENT_FILTERS;
 use super::filter::{field, FilterSet, Filters, Kind, Relation, EXACT_IN, TEXT};
 use super::page::{fetch, Keyed, Paging};
-use super::{not_found, not_implemented, Rest};
+use super::{field_error, json, not_found, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -117,18 +123,160 @@ async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
     Ok(Json(page.into_json(|k| render(&rest, k, &envs))))
 }
 
-async fn detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+/// An issue the caller may see.
+async fn detail_row(rest: &Rest, id: i64) -> Result<IssueRow, ApiError> {
     let mut sql = Sql::new(SELECT);
     sql.push(" WHERE k.id = ").bind(id);
-    visible(&rest, &mut sql);
-    let issue: IssueRow = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
+    visible(rest, &mut sql);
+    rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)
+}
+
+async fn detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let issue = detail_row(&rest, id).await?;
     let envs = environments(&rest, std::slice::from_ref(&issue)).await?;
     Ok(Json(render(&rest, &issue, &envs)))
 }
 
+/// Checks that the caller may change known issues of `environments`:
+/// superusers always; otherwise an admin of each one's group.
+async fn may_change(rest: &Rest, environments: &[i64]) -> Result<(), ApiError> {
+    match &rest.user {
+        None => return Err(ApiError::unauthorized("Authentication credentials were not provided.")),
+        Some(user) if user.is_superuser => return Ok(()),
+        Some(_) if environments.is_empty() => {
+            return Err(ApiError::forbidden("You do not have permission to perform this action."))
+        }
+        Some(_) => {}
+    }
+    for &environment in environments {
+        let mut sql =
+            Sql::new("SELECT p.group_id FROM environments e JOIN projects p ON p.id = e.project_id WHERE e.id = ");
+        sql.bind(environment);
+        let (group,): (i64,) = rest
+            .state
+            .store
+            .fetch_optional(&sql)
+            .await?
+            .ok_or_else(|| field_error("environments", "Invalid hyperlink - Object does not exist."))?;
+        rest.require_admin(group).await?;
+    }
+    Ok(())
+}
+
+/// The environments an issue is tied to now.
+async fn current_environments(rest: &Rest, id: i64) -> Result<Vec<i64>, ApiError> {
+    let mut sql = Sql::new("SELECT environment_id FROM known_issue_environments WHERE known_issue_id = ");
+    sql.bind(id).push(" ORDER BY environment_id");
+    let rows: Vec<(i64,)> = rest.state.store.fetch_all(&sql).await?;
+    Ok(rows.into_iter().map(|(e,)| e).collect())
+}
+
+/// Writes the issue's fields given in `input` (all of them on create) and,
+/// if given, replaces its environments; returns its id.
+async fn write(rest: &Rest, id: Option<i64>, input: &Input, environments: Option<&[i64]>) -> Result<i64, ApiError> {
+    let mut tx = rest.state.store.begin_write().await?;
+    let id = match id {
+        None => {
+            let mut sql =
+                Sql::new("INSERT INTO known_issues (title, test_name, url, notes, active, intermittent) VALUES (");
+            let required = |name: &str| -> Result<String, ApiError> {
+                input.text(name)?.filter(|t| !t.is_empty()).ok_or_else(|| field_error(name, "This field is required."))
+            };
+            sql.bind(required("title")?).push(", ").bind(required("test_name")?).push(", ");
+            for name in ["url", "notes"] {
+                match input.text(name)? {
+                    Some(t) => sql.bind(t),
+                    None => sql.push("NULL"),
+                };
+                sql.push(", ");
+            }
+            sql.bind(input.boolean("active")?.unwrap_or(true))
+                .push(", ")
+                .bind(input.boolean("intermittent")?.unwrap_or(false))
+                .push(") RETURNING id");
+            tx.fetch_integer(&sql).await?
+        }
+        Some(id) => {
+            let mut set: Vec<(&str, SqlValue)> = Vec::new();
+            for name in ["title", "test_name", "url", "notes"] {
+                if let Some(t) = input.text(name)? {
+                    set.push((name, t.into()));
+                }
+            }
+            for name in ["active", "intermittent"] {
+                if let Some(b) = input.boolean(name)? {
+                    set.push((name, b.into()));
+                }
+            }
+            if !set.is_empty() {
+                let mut sql = Sql::new("UPDATE known_issues SET ");
+                for (i, (column, value)) in set.into_iter().enumerate() {
+                    sql.push(if i == 0 { "" } else { ", " }).push(column).push(" = ").bind(value);
+                }
+                sql.push(" WHERE id = ").bind(id);
+                tx.execute(&sql).await?;
+            }
+            id
+        }
+    };
+    if let Some(environments) = environments {
+        let mut clear = Sql::new("DELETE FROM known_issue_environments WHERE known_issue_id = ");
+        clear.bind(id);
+        tx.execute(&clear).await?;
+        for &environment in environments {
+            let mut link = Sql::new("INSERT INTO known_issue_environments (known_issue_id, environment_id) VALUES (");
+            link.bind(id).push(", ").bind(environment).push(") ON CONFLICT DO NOTHING");
+            tx.execute(&link).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+async fn create(
+    rest: Rest,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let input = Input::read(&state, &headers, body).await?;
+    let environments = input.links("environments", "environments")?.unwrap_or_default();
+    may_change(&rest, &environments).await?;
+    let id = write(&rest, None, &input, Some(&environments)).await?;
+    let (status, body) = (StatusCode::CREATED, detail(rest, Path(id)).await?.0);
+    Ok(json(status, body))
+}
+
+async fn update(
+    rest: Rest,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    detail_row(&rest, id).await?;
+    let current = current_environments(&rest, id).await?;
+    may_change(&rest, &current).await?;
+    let input = Input::read(&state, &headers, body).await?;
+    let environments = input.links("environments", "environments")?;
+    if let Some(new) = &environments {
+        may_change(&rest, new).await?;
+    }
+    write(&rest, Some(id), &input, environments.as_deref()).await?;
+    detail(rest, Path(id)).await
+}
+
+async fn delete(rest: Rest, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+    detail_row(&rest, id).await?;
+    may_change(&rest, &current_environments(&rest, id).await?).await?;
+    let mut sql = Sql::new("DELETE FROM known_issues WHERE id = ");
+    sql.bind(id);
+    rest.state.store.execute(&sql).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub(crate) fn routes() -> Router<AppState> {
-    let pending = || async { not_implemented("changing known issues") };
     Router::new()
-        .route("/api/knownissues/", get(list).post(pending))
-        .route("/api/knownissues/{id}/", get(detail).patch(pending).put(pending).delete(pending))
+        .route("/api/knownissues/", get(list).post(create))
+        .route("/api/knownissues/{id}/", get(detail).patch(update).put(update).delete(delete))
 }

@@ -249,16 +249,25 @@ impl Input {
     /// A hyperlinked relation: `…/api/<collection>/<id>/`, or a bare id.
     pub fn link(&self, name: &str, collection: &str) -> Result<Option<i64>, ApiError> {
         let Some(text) = self.text(name)? else { return Ok(None) };
-        let trimmed = text.trim().trim_end_matches('/');
-        let id = match trimmed.rsplit_once('/') {
-            Some((head, id)) if head.ends_with(&format!("/api/{collection}")) => id,
-            Some(_) => {
-                return Err(field_error(name, &format!("Invalid hyperlink - expected …/api/{collection}/<id>/")))
-            }
-            None => trimmed,
-        };
-        id.parse().map(Some).map_err(|_| field_error(name, "Invalid hyperlink - Object does not exist."))
+        parse_link(name, &text, collection).map(Some)
     }
+
+    /// A list of hyperlinked relations (a JSON list, or repeated fields).
+    pub fn links(&self, name: &str, collection: &str) -> Result<Option<Vec<i64>>, ApiError> {
+        let Some(texts) = self.list(name)? else { return Ok(None) };
+        texts.iter().map(|t| parse_link(name, t, collection)).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+}
+
+/// The id in `…/api/<collection>/<id>/` (or a bare id) given for `name`.
+fn parse_link(name: &str, text: &str, collection: &str) -> Result<i64, ApiError> {
+    let trimmed = text.trim().trim_end_matches('/');
+    let id = match trimmed.rsplit_once('/') {
+        Some((head, id)) if head.ends_with(&format!("/api/{collection}")) => id,
+        Some(_) => return Err(field_error(name, &format!("Invalid hyperlink - expected …/api/{collection}/<id>/"))),
+        None => trimmed,
+    };
+    id.parse().map_err(|_| field_error(name, "Invalid hyperlink - Object does not exist."))
 }
 
 /// A 400 naming a field, as DRF's `{"field": ["message"]}` says it.
