@@ -19,12 +19,14 @@
 mod callbacks;
 mod compare;
 mod compute;
+mod known_issues;
 mod tasks;
 mod update;
 
 pub use callbacks::{idempotency_key, Delivering, SendBuildCallbacks};
 pub use compare::{regressions_and_fixes, ByEnvironment, BySuite, Changes, Pairing};
 pub use compute::{compute, BuildStatus, Counts, EnvironmentSummary};
+pub use known_issues::ReapplyKnownIssues;
 pub use tasks::{on_publish, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};
 pub use update::{recompute_project, update_build_status, write_if_current, Updated};
 

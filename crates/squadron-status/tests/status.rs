@@ -7,8 +7,8 @@ use std::time::Duration;
 use squadron_core::submission::parse_metadata;
 use squadron_queue::{Metrics, Queue, Registry, Shutdown, Worker, WorkerConfig};
 use squadron_status::{
-    compute, idempotency_key, on_publish, update_build_status, write_if_current, Delivering, ReconcileBuildStatus,
-    SendBuildCallbacks, StatusContext, UpdateBuildStatus, Updated,
+    compute, idempotency_key, on_publish, update_build_status, write_if_current, Delivering, ReapplyKnownIssues,
+    ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus, Updated,
 };
 use squadron_store::both_engines;
 use squadron_store::ingest::{IngestOptions, Submission};
@@ -69,7 +69,8 @@ async fn run_status_tasks_until(db: &TestDb, condition: &str) {
     let mut registry = Registry::new();
     let cx = std::sync::Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() });
     registry.register::<UpdateBuildStatus>(cx.clone());
-    registry.register::<ReconcileBuildStatus>(cx);
+    registry.register::<ReconcileBuildStatus>(cx.clone());
+    registry.register::<ReapplyKnownIssues>(cx);
     let queues = vec![("core_postprocess".to_string(), 4), ("core_quick".to_string(), 4)];
     let worker = Worker::new(
         queue_db.clone(),
@@ -297,6 +298,35 @@ async fn finished_builds_call_back_once_with_one_key_per_event(db: TestDb) {
     assert!(hits.iter().all(|h| h.2 == "s3" && h.3 == r#"{"build": "v1"}"#), "headers and payload as given: {hits:?}");
     assert_eq!(db.text("SELECT response_content FROM callbacks ORDER BY id LIMIT 1").await, "thanks");
     assert_eq!(db.scalar("SELECT COUNT(*) FROM callback_deliveries").await, 3, "every attempt recorded");
+}
+
+
+async fn a_changed_known_issue_is_reapplied_to_stored_tests(db: TestDb) {
+    let p = db.public_project().await;
+    let b = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"s/a": "fail", "s/b": "fail", "s/c": "pass"}"#, "").await;
+    assert_eq!(updated(&db, b).await.counts.tests_fail, 2);
+    db.execute("INSERT INTO known_issues (title, test_name, active) VALUES ('a is known', 's/a', TRUE)").await;
+    db.execute("INSERT INTO known_issue_environments (known_issue_id, environment_id) SELECT k.id, e.id FROM known_issues k, environments e").await;
+    let env = db.scalar("SELECT id FROM environments").await;
+    let enqueue = |db: &TestDb| {
+        let queue_db = db.store.queue_db();
+        async move {
+            use squadron_queue::StepTx;
+            let mut tx = queue_db.begin().await.unwrap();
+            Queue::default().enqueue(tx.conn(), &ReapplyKnownIssues::task(vec![env])).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    enqueue(&db).await;
+    run_status_tasks_until(&db, &format!("SELECT COUNT(*) FROM build_status WHERE build_id = {b} AND tests_xfail = 1 AND tests_fail = 1")).await;
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM test_known_issues").await, 1);
+    assert_eq!(db.scalar("SELECT tests_xfail FROM statuses s JOIN suites u ON u.id = s.suite_id WHERE u.slug = 's'").await, 1);
+    // Deactivated: the failure is a failure again.
+    db.execute("UPDATE known_issues SET active = FALSE").await;
+    enqueue(&db).await;
+    run_status_tasks_until(&db, &format!("SELECT COUNT(*) FROM build_status WHERE build_id = {b} AND tests_xfail = 0 AND tests_fail = 2")).await;
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM test_known_issues").await, 0);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tests WHERE has_known_issues").await, 0);
 }
 
 }

@@ -198,6 +198,9 @@ both_engines! {
             async move { db.scalar(&sql).await }
         };
         assert_eq!((xfails("v2").await, xfails("v3").await), (0, 1));
+        // Each write also queued the re-application to stored tests (run by
+        // a worker; see squadron-status' tests).
+        assert_eq!(api.db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'reapply_known_issues'").await, 2);
         assert_eq!(api.ok(&format!("/api/knownissues/?active=true&id={id}")).await["count"], 1);
 
         let deleted = api.http.delete(api.url(&format!("/api/knownissues/{id}/"))).header("Authorization", format!("Token {}", api.admin))

@@ -9,7 +9,9 @@ use squadron_queue::{
     default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
     Timing, Worker, WorkerConfig,
 };
-use squadron_status::{Delivering, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus};
+use squadron_status::{
+    Delivering, ReapplyKnownIssues, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus,
+};
 use squadron_store::maintenance::SweepHiddenRuns;
 use squadron_store::Store;
 use squadron_web::{ops_router, Ops};
@@ -24,7 +26,8 @@ pub fn registry(store: &Store, options: &QueueOptions, owner: &str) -> anyhow::R
     registry.register::<PruneFinished>(Arc::new(Pruning { db: store.queue_db(), retention: options.retention() }));
     let status = Arc::new(StatusContext { store: store.clone(), queue: Queue::new(options.routes()) });
     registry.register::<UpdateBuildStatus>(status.clone());
-    registry.register::<ReconcileBuildStatus>(status);
+    registry.register::<ReconcileBuildStatus>(status.clone());
+    registry.register::<ReapplyKnownIssues>(status);
     registry.register::<SendBuildCallbacks>(Arc::new(Delivering::new(store.clone())));
     if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
         warn!("this is a test build: the crash-test task kinds are registered");

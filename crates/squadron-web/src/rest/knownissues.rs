@@ -1,7 +1,8 @@
 //! `/api/knownissues/`: read by anyone who may see one of their
 //! environments' projects (or anyone, for issues tied to none); created,
 //! changed and deleted by superusers and by admins of every environment's
-//! group. As in SQUAD, a change applies to tests ingested afterwards.
+//! group. Unlike SQUAD, a change is also re-applied to the tests already
+//! stored (by a queue task), and their builds' statuses recomputed.
 
 use std::collections::HashMap;
 
@@ -12,7 +13,10 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
+use squadron_queue::StepTx;
+use squadron_status::ReapplyKnownIssues;
 use squadron_store::sql::{Sql, Value as SqlValue};
+use squadron_store::WriteTx;
 
 use super::environments::ENVIRONMENT_FILTERS;
 use super::filter::{field, FilterSet, Filters, Kind, Relation, EXACT_IN, TEXT};
@@ -173,7 +177,16 @@ async fn current_environments(rest: &Rest, id: i64) -> Result<Vec<i64>, ApiError
 
 /// Writes the issue's fields given in `input` (all of them on create) and,
 /// if given, replaces its environments; returns its id.
-async fn write(rest: &Rest, id: Option<i64>, input: &Input, environments: Option<&[i64]>) -> Result<i64, ApiError> {
+///
+/// The same transaction enqueues the re-application of the known issues of
+/// `affected` environments to their stored tests.
+async fn write(
+    rest: &Rest,
+    id: Option<i64>,
+    input: &Input,
+    environments: Option<&[i64]>,
+    affected: Vec<i64>,
+) -> Result<i64, ApiError> {
     let mut tx = rest.state.store.begin_write().await?;
     let id = match id {
         None => {
@@ -229,8 +242,21 @@ async fn write(rest: &Rest, id: Option<i64>, input: &Input, environments: Option
             tx.execute(&link).await?;
         }
     }
+    reapply(rest, &mut tx, affected).await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// Enqueues, in `tx`, the re-application of the known issues of
+/// `environments` to their stored tests.
+async fn reapply(rest: &Rest, tx: &mut WriteTx, mut environments: Vec<i64>) -> Result<(), ApiError> {
+    environments.sort_unstable();
+    environments.dedup();
+    if !environments.is_empty() {
+        let task = ReapplyKnownIssues::task(environments);
+        rest.state.queue.enqueue(tx.conn(), &task).await.map_err(|e| ApiError::internal(&e))?;
+    }
+    Ok(())
 }
 
 async fn create(
@@ -242,7 +268,7 @@ async fn create(
     let input = Input::read(&state, &headers, body).await?;
     let environments = input.links("environments", "environments")?.unwrap_or_default();
     may_change(&rest, &environments).await?;
-    let id = write(&rest, None, &input, Some(&environments)).await?;
+    let id = write(&rest, None, &input, Some(&environments), environments.clone()).await?;
     let (status, body) = (StatusCode::CREATED, detail(rest, Path(id)).await?.0);
     Ok(json(status, body))
 }
@@ -262,16 +288,22 @@ async fn update(
     if let Some(new) = &environments {
         may_change(&rest, new).await?;
     }
-    write(&rest, Some(id), &input, environments.as_deref()).await?;
+    let mut affected = current;
+    affected.extend(environments.iter().flatten());
+    write(&rest, Some(id), &input, environments.as_deref(), affected).await?;
     detail(rest, Path(id)).await
 }
 
 async fn delete(rest: Rest, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
     detail_row(&rest, id).await?;
-    may_change(&rest, &current_environments(&rest, id).await?).await?;
+    let current = current_environments(&rest, id).await?;
+    may_change(&rest, &current).await?;
+    let mut tx = rest.state.store.begin_write().await?;
     let mut sql = Sql::new("DELETE FROM known_issues WHERE id = ");
     sql.bind(id);
-    rest.state.store.execute(&sql).await?;
+    tx.execute(&sql).await?;
+    reapply(&rest, &mut tx, current).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
