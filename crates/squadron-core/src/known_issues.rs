@@ -17,9 +17,19 @@ pub struct KnownIssueMatcher {
 impl KnownIssueMatcher {
     /// Builds a matcher from `(known issue id, test_name pattern)` pairs.
     pub fn new<'a>(issues: impl IntoIterator<Item = (i64, &'a str)>) -> Self {
+        Self::anchored(issues, "")
+    }
+
+    /// Builds a matcher whose patterns must match whole names (metric
+    /// thresholds: `boot` names the metric `boot`, not `boot-time`).
+    pub fn whole_names<'a>(patterns: impl IntoIterator<Item = (i64, &'a str)>) -> Self {
+        Self::anchored(patterns, "$")
+    }
+
+    fn anchored<'a>(issues: impl IntoIterator<Item = (i64, &'a str)>, end: &str) -> Self {
         let (ids, patterns): (Vec<i64>, Vec<String>) = issues
             .into_iter()
-            .map(|(id, pattern)| (id, format!("^{}", regex::escape(pattern).replace(r"\*", ".*?"))))
+            .map(|(id, pattern)| (id, format!("^{}{end}", regex::escape(pattern).replace(r"\*", ".*?"))))
             .unzip();
         let set = RegexSet::new(&patterns).expect("escaped patterns are valid regexes");
         KnownIssueMatcher { set, ids }
@@ -53,5 +63,9 @@ mod tests {
         assert_eq!(m.matches("a.b[x]"), vec![3], "regex characters are literal");
         assert_eq!(m.matches("aXb[x]"), Vec::<i64>::new());
         assert!(KnownIssueMatcher::new([]).is_empty());
+        let whole = KnownIssueMatcher::whole_names([(1, "boot"), (2, "bench/*-time")]);
+        assert_eq!(whole.matches("boot"), vec![1]);
+        assert_eq!(whole.matches("boot-time"), Vec::<i64>::new());
+        assert_eq!(whole.matches("bench/boot-time"), vec![2]);
     }
 }

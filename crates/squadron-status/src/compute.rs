@@ -5,7 +5,7 @@ use serde::Serialize;
 use squadron_store::sql::Sql;
 use squadron_store::Store;
 
-use crate::compare::{regressions_and_fixes, Changes, Pairing};
+use crate::compare::{metric_regressions_and_fixes, regressions_and_fixes, Changes, Pairing};
 use crate::StatusError;
 
 /// Test counts by status.
@@ -123,6 +123,8 @@ pub struct BuildStatus {
     pub baseline_id: Option<i64>,
     /// Regressions and fixes against the baseline, once finished.
     pub changes: Option<Changes>,
+    /// Metric regressions and fixes against the baseline, once finished.
+    pub metric_changes: Option<Changes>,
     /// Per environment, by slug.
     pub environments: Vec<EnvironmentSummary>,
 }
@@ -199,11 +201,12 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
     } else {
         baseline(store, build_id, build.project_id, build.datetime).await?
     };
-    let changes = match (finished, baseline_id) {
-        (true, Some(baseline)) => {
-            Some(regressions_and_fixes(store, baseline, build_id, Pairing::SameEnvironment).await?)
-        }
-        _ => None,
+    let (changes, metric_changes) = match (finished, baseline_id) {
+        (true, Some(baseline)) => (
+            Some(regressions_and_fixes(store, baseline, build_id, Pairing::SameEnvironment).await?),
+            Some(metric_regressions_and_fixes(store, baseline, build_id, Pairing::SameEnvironment).await?),
+        ),
+        _ => (None, None),
     };
     Ok(BuildStatus {
         build_id,
@@ -217,6 +220,7 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
         reasons,
         baseline_id,
         changes,
+        metric_changes,
         environments: summaries,
     })
 }

@@ -24,7 +24,7 @@ mod tasks;
 mod update;
 
 pub use callbacks::{idempotency_key, Delivering, SendBuildCallbacks};
-pub use compare::{regressions_and_fixes, ByEnvironment, BySuite, Changes, Pairing};
+pub use compare::{metric_regressions_and_fixes, regressions_and_fixes, ByEnvironment, BySuite, Changes, Pairing};
 pub use compute::{compute, BuildStatus, Counts, EnvironmentSummary};
 pub use known_issues::ReapplyKnownIssues;
 pub use tasks::{on_publish, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};

@@ -69,10 +69,14 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
         Some(c) => (Some(json(&c.regressions)), Some(json(&c.fixes))),
         None => (None, None),
     };
+    let (metric_regressions, metric_fixes) = match &status.metric_changes {
+        Some(c) => (Some(json(&c.regressions)), Some(json(&c.fixes))),
+        None => (None, None),
+    };
     let mut upsert = Sql::new(
         "INSERT INTO build_status (build_id, computed_version, created_at, last_updated, finished, finished_reasons, \
          tests_pass, tests_fail, tests_xfail, tests_skip, test_runs_total, test_runs_completed, test_runs_incomplete, \
-         metrics_summary, has_metrics, baseline_id, regressions, fixes) VALUES (",
+         metrics_summary, has_metrics, baseline_id, regressions, fixes, metric_regressions, metric_fixes) VALUES (",
     );
     let c = &status.counts;
     let r = &status.runs;
@@ -87,6 +91,10 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
     push_optional(&mut upsert, regressions.map(Into::into));
     upsert.push(", ");
     push_optional(&mut upsert, fixes.map(Into::into));
+    upsert.push(", ");
+    push_optional(&mut upsert, metric_regressions.map(Into::into));
+    upsert.push(", ");
+    push_optional(&mut upsert, metric_fixes.map(Into::into));
     upsert.push(
         ") ON CONFLICT (build_id) DO UPDATE SET computed_version = excluded.computed_version, \
          last_updated = excluded.last_updated, finished = excluded.finished, \
@@ -95,7 +103,8 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
          test_runs_total = excluded.test_runs_total, test_runs_completed = excluded.test_runs_completed, \
          test_runs_incomplete = excluded.test_runs_incomplete, metrics_summary = excluded.metrics_summary, \
          has_metrics = excluded.has_metrics, baseline_id = excluded.baseline_id, \
-         regressions = excluded.regressions, fixes = excluded.fixes",
+         regressions = excluded.regressions, fixes = excluded.fixes, \
+         metric_regressions = excluded.metric_regressions, metric_fixes = excluded.metric_fixes",
     );
     tx.execute(&upsert).await?;
     let mut clear = Sql::new("DELETE FROM build_summaries WHERE build_id = ");

@@ -329,4 +329,29 @@ async fn a_changed_known_issue_is_reapplied_to_stored_tests(db: TestDb) {
     assert_eq!(db.scalar("SELECT COUNT(*) FROM tests WHERE has_known_issues").await, 0);
 }
 
+
+async fn metric_changes_follow_the_thresholds_without_a_value(db: TestDb) {
+    let p = db.public_project().await;
+    let base = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"t": "pass"}"#,
+        r#"{"bench/boot-time": 10, "bench/score": 100, "other/x": 5, "other/y": 1}"#).await;
+    updated(&db, base).await;
+    let env = db.scalar("SELECT id FROM environments").await;
+    for (environment, name, value, higher) in [
+        ("NULL".to_string(), "bench/boot-time", "NULL", false),
+        (env.to_string(), "bench/sc*", "NULL", true),
+        ("NULL".to_string(), "other/x", "3", true),
+    ] {
+        db.execute(&format!("INSERT INTO metric_thresholds (project_id, environment_id, name, value, is_higher_better) \
+            VALUES ({p}, {environment}, '{name}', {value}, {higher})")).await;
+    }
+    let target = submit(&db, p, "v2", "x86", "2026-01-02T00:00:00Z", r#"{"t": "pass"}"#,
+        r#"{"bench/boot-time": 12, "bench/score": 120, "other/x": 6, "other/y": 2}"#).await;
+    let status = updated(&db, target).await;
+    let metrics = status.metric_changes.expect("finished with a baseline");
+    assert_eq!(names(&metrics.regressions, "x86"), vec!["bench/boot-time"], "lower is better and it grew");
+    assert_eq!(names(&metrics.fixes, "x86"), vec!["bench/score"], "higher is better and it grew");
+    let stored: String = db.text(&format!("SELECT metric_regressions FROM build_status WHERE build_id = {target}")).await;
+    assert_eq!(stored, r#"{"x86":["bench/boot-time"]}"#, "thresholds with a value and unmatched metrics classify nothing");
+}
+
 }

@@ -141,7 +141,7 @@ both_engines! {
             (format!("baseline={v1}"), 400),
             (format!("baseline=x&to_compare={v2}"), 400),
             (format!("baseline={v1}&to_compare={other}"), 404),
-            (format!("baseline={v1}&to_compare={v2}&by=metrics"), 501),
+            (format!("baseline={v1}&to_compare={v2}&by=size"), 400),
         ] {
             let (status, body) = api.get_json(&format!("/api/projects/{project}/compare_builds/?{query}"), None).await;
             assert_eq!(status, code, "{query}: {body}");
