@@ -97,24 +97,14 @@ impl Task for SendBuildCallbacks {
             let give_up = job.attempt() >= CALLBACK_ATTEMPTS;
             let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
             let mut outcome = Sql::new("UPDATE callback_deliveries SET response_code = ");
-            push_optional_int(&mut outcome, response.code);
-            outcome.push(", error = ");
-            match &response.error {
-                Some(e) => outcome.bind(e.as_str()),
-                None => outcome.push("NULL"),
-            };
+            outcome.bind_optional(response.code).push(", error = ").bind_optional(response.error.clone());
             outcome.push(" WHERE id = ").bind(attempt);
             tx.execute(&outcome).await.map_err(TaskError::failed)?;
             if !retry || give_up {
                 let recorded = response.error.clone().unwrap_or(response.body);
+                let kept = (callback.record_response || response.error.is_some()).then_some(recorded);
                 let mut sent = Sql::new("UPDATE callbacks SET is_sent = TRUE, response_code = ");
-                push_optional_int(&mut sent, response.code);
-                sent.push(", response_content = ");
-                if callback.record_response || response.error.is_some() {
-                    sent.bind(recorded);
-                } else {
-                    sent.push("NULL");
-                }
+                sent.bind_optional(response.code).push(", response_content = ").bind_optional(kept);
                 sent.push(" WHERE id = ").bind(callback.id);
                 tx.execute(&sent).await.map_err(TaskError::failed)?;
             } else {
@@ -127,13 +117,6 @@ impl Task for SendBuildCallbacks {
             None => Ok(Outcome::Done),
         }
     }
-}
-
-fn push_optional_int(sql: &mut Sql, value: Option<i64>) {
-    match value {
-        Some(v) => sql.bind(v),
-        None => sql.push("NULL"),
-    };
 }
 
 /// Records an attempt before it is made; returns its id.

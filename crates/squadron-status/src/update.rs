@@ -86,15 +86,15 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
         upsert.push(", ").bind(n);
     }
     upsert.push(", ").bind(status.metrics_summary).push(", ").bind(status.has_metrics).push(", ");
-    push_optional(&mut upsert, status.baseline_id.map(Into::into));
+    upsert.bind_optional(status.baseline_id);
     upsert.push(", ");
-    push_optional(&mut upsert, regressions.map(Into::into));
+    upsert.bind_optional(regressions);
     upsert.push(", ");
-    push_optional(&mut upsert, fixes.map(Into::into));
+    upsert.bind_optional(fixes);
     upsert.push(", ");
-    push_optional(&mut upsert, metric_regressions.map(Into::into));
+    upsert.bind_optional(metric_regressions);
     upsert.push(", ");
-    push_optional(&mut upsert, metric_fixes.map(Into::into));
+    upsert.bind_optional(metric_fixes);
     upsert.push(
         ") ON CONFLICT (build_id) DO UPDATE SET computed_version = excluded.computed_version, \
          last_updated = excluded.last_updated, finished = excluded.finished, \
@@ -169,14 +169,3 @@ async fn record_finished(tx: &mut WriteTx, queue: &Queue, build_id: i64) -> Resu
 /// How many later builds a newly finished build has looked at again (the
 /// ones whose baseline it may have become).
 const LATER_BUILDS: i64 = 20;
-
-fn push_optional(sql: &mut Sql, value: Option<squadron_store::sql::Value>) {
-    match value {
-        Some(v) => {
-            sql.bind(v);
-        }
-        None => {
-            sql.push("NULL");
-        }
-    }
-}

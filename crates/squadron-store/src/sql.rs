@@ -86,6 +86,14 @@ impl Sql {
         self
     }
 
+    /// Appends a placeholder bound to `value`, or `NULL` for `None`.
+    pub fn bind_optional(&mut self, value: Option<impl Into<Value>>) -> &mut Sql {
+        match value {
+            Some(v) => self.bind(v),
+            None => self.push("NULL"),
+        }
+    }
+
     /// Appends `(v1, v2, …)` for a list of values.
     pub fn bind_list(&mut self, values: impl IntoIterator<Item = Value>) -> &mut Sql {
         self.text.push('(');
@@ -159,15 +167,7 @@ fn push_assignments(sql: &mut Sql, set: &Assignments) {
         if i > 0 {
             sql.push(", ");
         }
-        sql.push(column).push(" = ");
-        match value {
-            Some(v) => {
-                sql.bind(v.clone());
-            }
-            None => {
-                sql.push("NULL");
-            }
-        }
+        sql.push(column).push(" = ").bind_optional(value.clone());
     }
 }
 
@@ -219,8 +219,8 @@ impl Store {
     }
 }
 
-/// `UPDATE <table> SET … WHERE id = <id>`.
-pub(crate) fn row_update(table: &'static str, id: i64, set: &Assignments) -> Sql {
+/// `UPDATE <table> SET … WHERE id = <id>` (table and columns from code).
+pub fn row_update(table: &'static str, id: i64, set: &Assignments) -> Sql {
     let mut sql = Sql::new(&format!("UPDATE {table} SET "));
     push_assignments(&mut sql, set);
     sql.push(" WHERE id = ").bind(id);

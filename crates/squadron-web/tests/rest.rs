@@ -210,6 +210,40 @@ both_engines! {
         assert_eq!(status, 404);
     }
 
+    async fn metric_thresholds_are_written_by_group_admins(db: TestDb) {
+        let api = Api::new(db).await;
+        api.submit("p", "v1", "x86", r#"{"a": "pass"}"#, "{}").await;
+        let project = api.db.scalar("SELECT id FROM projects WHERE slug = 'p'").await;
+        let send = |method: reqwest::Method, path: String, token: Option<String>, body: serde_json::Value| {
+            let mut req = api.http.request(method, api.url(&path)).json(&body);
+            if let Some(t) = token {
+                req = req.header("Authorization", format!("Token {t}"));
+            }
+            req.send()
+        };
+        let body = serde_json::json!({"project": api.url(&format!("/api/projects/{project}/")), "name": "bench/*", "is_higher_better": true});
+        let post = reqwest::Method::POST;
+        assert_eq!(send(post.clone(), "/api/metricthresholds/".into(), None, body.clone()).await.unwrap().status().as_u16(), 401);
+        assert_eq!(send(post.clone(), "/api/metricthresholds/".into(), Some(api.member.clone()), body.clone()).await.unwrap().status().as_u16(), 403);
+        let created: Value = send(post.clone(), "/api/metricthresholds/".into(), Some(api.admin.clone()), body.clone()).await.unwrap().json().await.unwrap();
+        assert_eq!((created["name"].as_str(), created["value"].is_null(), created["is_higher_better"].as_bool()), (Some("bench/*"), true, Some(true)), "{created}");
+        let id = created["id"].as_i64().unwrap();
+        // The same project, environment and name: updated, not duplicated.
+        let mut again = body.clone();
+        again["value"] = serde_json::json!(5.5);
+        let updated: Value = send(post, "/api/metricthresholds/".into(), Some(api.admin.clone()), again).await.unwrap().json().await.unwrap();
+        assert_eq!((updated["id"].as_i64(), updated["value"].as_f64()), (Some(id), Some(5.5)), "{updated}");
+        let listed = api.ok(&format!("/api/metricthresholds/?project={project}")).await;
+        assert_eq!(listed["count"], 1);
+        let patched: Value = send(reqwest::Method::PATCH, format!("/api/metricthresholds/{id}/"), Some(api.admin.clone()), serde_json::json!({"value": null})).await.unwrap().json().await.unwrap();
+        assert!(patched["value"].is_null(), "{patched}");
+        assert!(api.db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'update_build_status' AND unique_key LIKE 'build_baseline:%'").await >= 1,
+            "the project's builds look at their metric changes again");
+        let deleted = send(reqwest::Method::DELETE, format!("/api/metricthresholds/{id}/"), Some(api.admin.clone()), serde_json::json!({})).await.unwrap();
+        assert_eq!(deleted.status().as_u16(), 204);
+        assert_eq!(api.get_json(&format!("/api/metricthresholds/{id}/"), None).await.0, 404);
+    }
+
     async fn build_status_after_each_submission(db: TestDb) {
         let api = Api::new(db).await;
         api.submit("p", "v1", "x86", r#"{"s/a": "pass", "s/b": "fail"}"#, "{}").await;

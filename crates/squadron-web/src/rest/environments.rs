@@ -105,7 +105,7 @@ fn assignments(input: &Input) -> Result<Assignments, ApiError> {
 }
 
 /// Checks that the caller administers the project's group.
-async fn may_write(rest: &Rest, project: i64) -> Result<(), ApiError> {
+pub(crate) async fn may_write(rest: &Rest, project: i64) -> Result<(), ApiError> {
     let project = visible_project(rest, project).await?;
     rest.require_admin(project.group_id).await
 }

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use squadron_queue::StepTx;
 use squadron_status::ReapplyKnownIssues;
-use squadron_store::sql::{Sql, Value as SqlValue};
+use squadron_store::sql::{row_update, Assignments, Sql, Value as SqlValue};
 use squadron_store::WriteTx;
 
 use super::environments::ENVIRONMENT_FILTERS;
@@ -197,11 +197,7 @@ async fn write(
             };
             sql.bind(required("title")?).push(", ").bind(required("test_name")?).push(", ");
             for name in ["url", "notes"] {
-                match input.text(name)? {
-                    Some(t) => sql.bind(t),
-                    None => sql.push("NULL"),
-                };
-                sql.push(", ");
+                sql.bind_optional(input.text(name)?).push(", ");
             }
             sql.bind(input.boolean("active")?.unwrap_or(true))
                 .push(", ")
@@ -210,24 +206,19 @@ async fn write(
             tx.fetch_integer(&sql).await?
         }
         Some(id) => {
-            let mut set: Vec<(&str, SqlValue)> = Vec::new();
+            let mut set: Assignments = Vec::new();
             for name in ["title", "test_name", "url", "notes"] {
                 if let Some(t) = input.text(name)? {
-                    set.push((name, t.into()));
+                    set.push((name, Some(t.into())));
                 }
             }
             for name in ["active", "intermittent"] {
                 if let Some(b) = input.boolean(name)? {
-                    set.push((name, b.into()));
+                    set.push((name, Some(b.into())));
                 }
             }
             if !set.is_empty() {
-                let mut sql = Sql::new("UPDATE known_issues SET ");
-                for (i, (column, value)) in set.into_iter().enumerate() {
-                    sql.push(if i == 0 { "" } else { ", " }).push(column).push(" = ").bind(value);
-                }
-                sql.push(" WHERE id = ").bind(id);
-                tx.execute(&sql).await?;
+                tx.execute(&row_update("known_issues", id, &set)).await?;
             }
             id
         }

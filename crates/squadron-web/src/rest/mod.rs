@@ -11,6 +11,7 @@ mod environments;
 mod filter;
 mod groups;
 mod knownissues;
+mod metricthresholds;
 mod page;
 mod projects;
 mod root;
@@ -43,6 +44,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(suites::routes())
         .merge(environments::routes())
         .merge(knownissues::routes())
+        .merge(metricthresholds::routes())
         .merge(tasks::routes())
 }
 
