@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use squadron_store::sql::{Assignments, Sql, Value as SqlValue};
 
 use super::filter::{field, relation, FilterSet, Filters, Kind, Lookup, EXACT_IN, ORDERED};
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::projects::{visible_project, PROJECT_FILTERS};
 use super::{field_error, not_implemented, time, Input, Rest};
 use crate::error::ApiError;
@@ -50,11 +50,7 @@ struct BuildRow {
     finished: bool,
 }
 
-impl Keyed for BuildRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(BuildRow);
 
 fn select() -> String {
     format!(

@@ -11,7 +11,7 @@ use squadron_core::names::is_valid_slug;
 use squadron_store::sql::{Assignments, Sql, Value as SqlValue};
 
 use super::filter::{field, relation, FilterSet, Filters, Kind, EXACT_IN, TEXT};
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::projects::{visible_project, PROJECT_FILTERS};
 use super::{field_error, json, not_implemented, Input, Rest};
 use crate::error::ApiError;
@@ -38,11 +38,7 @@ struct EnvironmentRow {
     description: Option<String>,
 }
 
-impl Keyed for EnvironmentRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(EnvironmentRow);
 
 const SELECT: &str =
     "SELECT e.id, e.project_id, e.slug, e.name, e.expected_test_runs, e.description FROM environments e";

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use squadron_store::sql::Sql;
 
 use super::filter::{field, FilterSet, Filters, Kind, EXACT_IN, TEXT};
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::{json, not_found, not_implemented, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
@@ -35,11 +35,7 @@ struct GroupRow {
     settings: Option<String>,
 }
 
-impl Keyed for GroupRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(GroupRow);
 
 const SELECT: &str = "SELECT g.id, g.slug, g.name, g.description, g.settings FROM groups g";
 

@@ -20,7 +20,7 @@ use squadron_store::WriteTx;
 
 use super::environments::ENVIRONMENT_FILTERS;
 use super::filter::{field, FilterSet, Filters, Kind, Relation, EXACT_IN, TEXT};
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::{field_error, json, not_found, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
@@ -56,11 +56,7 @@ struct IssueRow {
     intermittent: bool,
 }
 
-impl Keyed for IssueRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(IssueRow);
 
 const SELECT: &str = "SELECT k.id, k.title, k.test_name, k.url, k.notes, k.active, k.intermittent FROM known_issues k";
 

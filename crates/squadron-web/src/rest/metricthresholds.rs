@@ -16,7 +16,7 @@ use squadron_store::sql::{row_update, Assignments, Sql, Value as SqlValue};
 
 use super::environments::{may_write, ENVIRONMENT_FILTERS};
 use super::filter::{field, relation, FilterSet, Filters, Kind, EXACT_IN, TEXT};
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::projects::PROJECT_FILTERS;
 use super::{field_error, json, Input, Rest};
 use crate::error::ApiError;
@@ -45,11 +45,7 @@ struct ThresholdRow {
     is_higher_better: bool,
 }
 
-impl Keyed for ThresholdRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(ThresholdRow);
 
 const SELECT: &str =
     "SELECT t.id, t.project_id, t.environment_id, t.name, t.value, t.is_higher_better FROM metric_thresholds t";

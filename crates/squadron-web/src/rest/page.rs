@@ -18,6 +18,18 @@ pub(crate) trait Keyed {
     fn key(&self) -> i64;
 }
 
+/// Implements [`Keyed`] for row types whose key is their `id` field.
+macro_rules! keyed_by_id {
+    ($row:ty) => {
+        impl $crate::rest::page::Keyed for $row {
+            fn key(&self) -> i64 {
+                self.id
+            }
+        }
+    };
+}
+pub(crate) use keyed_by_id;
+
 /// How a list is paginated and ordered.
 pub(crate) enum Paging {
     /// limit/offset, ordered by `default` unless `?ordering=` names one of

@@ -15,7 +15,7 @@ use squadron_store::sql::{Assignments, Sql, Value as SqlValue};
 
 use super::filter::{field, relation, Field, FilterSet, Filters, Kind, Lookup, EXACT_IN, ORDERED, TEXT};
 use super::groups::GROUP_FILTERS;
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::suites::{render_name, NameRow, NAME_SELECT};
 use super::{field_error, json, not_implemented, time, Input, Rest};
 use crate::error::ApiError;
@@ -63,11 +63,7 @@ pub(crate) struct ProjectRow {
     build_confidence_threshold: i64,
 }
 
-impl Keyed for ProjectRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(ProjectRow);
 
 const SELECT: &str = "SELECT p.id, p.group_id, g.slug AS group_slug, p.slug, p.name, p.is_public, p.html_mail, \
     p.moderate_notifications, p.description, p.important_metadata_keys, p.datetime, p.enabled_plugins_list, \

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use squadron_store::sql::{Sql, Value as SqlValue};
 
 use super::filter::{field, relation, FilterSet, Filters, Kind, EXACT_IN, TEXT};
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::projects::PROJECT_FILTERS;
 use super::{not_found, not_implemented, Rest};
 use crate::error::ApiError;
@@ -45,11 +45,7 @@ struct SuiteRow {
     name: Option<String>,
 }
 
-impl Keyed for SuiteRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(SuiteRow);
 
 const SELECT: &str = "SELECT s.id, s.project_id, s.slug, s.name FROM suites s";
 
@@ -96,11 +92,7 @@ pub(crate) struct NameRow {
     instructions_to_reproduce: Option<String>,
 }
 
-impl Keyed for NameRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(NameRow);
 
 /// Selects interned names (alias `m`).
 pub(crate) const NAME_SELECT: &str =

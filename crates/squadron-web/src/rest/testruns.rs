@@ -15,7 +15,7 @@ use super::builds::{check_visible, BUILD_FILTERS};
 use super::context::encode;
 use super::environments::ENVIRONMENT_FILTERS;
 use super::filter::{field, relation, FilterSet, Filters, Kind, Lookup, EXACT, EXACT_IN, GT_LT, ORDERED};
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::suites::SUITE_FILTERS;
 use super::{not_found, not_implemented, raw, time, Rest};
 use crate::error::ApiError;
@@ -61,11 +61,7 @@ struct RunRow {
     has_metrics: Option<bool>,
 }
 
-impl Keyed for RunRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(RunRow);
 
 const SELECT: &str = "SELECT r.id, r.build_id, r.environment_id, r.created_at, r.datetime, r.completed, r.build_url, \
     r.job_id, r.job_status, r.job_url, r.resubmit_url, r.data_processed, r.status_recorded, \
@@ -288,11 +284,7 @@ struct StatusRow {
     has_metrics: bool,
 }
 
-impl Keyed for StatusRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(StatusRow);
 
 const STATUS_SELECT: &str = "SELECT s.id, s.test_run_id, s.suite_id, s.tests_pass, s.tests_fail, s.tests_xfail, \
     s.tests_skip, s.metrics_summary, s.has_metrics FROM statuses s JOIN testruns r ON r.id = s.test_run_id AND r.visible \

@@ -16,7 +16,7 @@ use super::builds::{check_visible, BUILD_FILTERS};
 use super::environments::ENVIRONMENT_FILTERS;
 use super::filter::{field, relation, Field, FilterSet, Filters, Kind, Lookup, Relation, EXACT_IN};
 use super::knownissues::KNOWN_ISSUE_FILTERS;
-use super::page::{fetch, Keyed, Paging};
+use super::page::{fetch, keyed_by_id, Paging};
 use super::suites::{check_suite, SUITE_FILTERS, SUITE_METADATA_FILTERS};
 use super::testruns::{check_run, TESTRUN_FILTERS};
 use super::{not_found, not_implemented, raw, JsonObject, Rest};
@@ -107,11 +107,7 @@ struct TestRow {
     name: String,
 }
 
-impl Keyed for TestRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(TestRow);
 
 fn test_select() -> String {
     format!(
@@ -251,11 +247,7 @@ struct MetricRow {
     name: String,
 }
 
-impl Keyed for MetricRow {
-    fn key(&self) -> i64 {
-        self.id
-    }
-}
+keyed_by_id!(MetricRow);
 
 fn metric_select() -> String {
     format!(
