@@ -10,14 +10,7 @@ use squadron_store::testing::TestDb;
 
 impl Api {
     async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.get(self.url(path));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Token {t}"));
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
+        self.call(reqwest::Method::GET, path, token).await
     }
 
     async fn ok(&self, path: &str) -> Value {

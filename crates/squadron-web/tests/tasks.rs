@@ -4,24 +4,12 @@
 mod common;
 
 use common::Api;
-use serde_json::Value;
 use squadron_queue::{NewTask, Queue, RunAt, StepTx};
 use squadron_store::both_engines;
 #[allow(unused_imports)]
 use squadron_store::testing::TestDb;
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Token {t}"));
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
-    }
-
     async fn enqueue(&self, count: usize) {
         let task = NewTask {
             kind: "example".into(),

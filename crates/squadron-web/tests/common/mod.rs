@@ -90,6 +90,19 @@ impl Api {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
+    /// Sends a request without a body; returns the status and the JSON
+    /// answer.
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Token {t}"));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
+    }
+
     /// The `detail` of a JSON error body.
     pub fn detail(body: &str) -> String {
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
