@@ -2,38 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use squadron_core::summary::{Geomean, TestCounts};
 use squadron_store::sql::Sql;
 use squadron_store::Store;
 
 use crate::compare::{metric_regressions_and_fixes, regressions_and_fixes, Changes, Pairing};
 use crate::StatusError;
-
-/// Test counts by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// Passed.
-    pub tests_pass: i64,
-    /// Failed without a known issue.
-    pub tests_fail: i64,
-    /// Failed with an active known issue.
-    pub tests_xfail: i64,
-    /// Skipped (any result other than pass or fail).
-    pub tests_skip: i64,
-}
-
-impl Counts {
-    /// Every test.
-    pub fn total(&self) -> i64 {
-        self.tests_pass + self.tests_fail + self.tests_xfail + self.tests_skip
-    }
-
-    fn add(&mut self, other: &Counts) {
-        self.tests_pass += other.tests_pass;
-        self.tests_fail += other.tests_fail;
-        self.tests_xfail += other.tests_xfail;
-        self.tests_skip += other.tests_skip;
-    }
-}
 
 /// Run counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -46,36 +20,22 @@ pub struct Runs {
     pub incomplete: i64,
 }
 
-/// The geometric mean of positive values (SQUAD's metrics summary: values
-/// of zero or less are left out; 0 when none is left).
+/// The geometric mean of metric results, and whether there were any.
 #[derive(Debug, Clone, Copy, Default)]
-struct GeoMean {
-    log_sum: f64,
-    count: u64,
+struct Metrics {
+    mean: Geomean,
     any: bool,
 }
 
-impl GeoMean {
+impl Metrics {
     fn add(&mut self, value: f64) {
+        self.mean.add(value);
         self.any = true;
-        if value > 0.0 {
-            self.log_sum += value.ln();
-            self.count += 1;
-        }
     }
 
-    fn merge(&mut self, other: &GeoMean) {
-        self.log_sum += other.log_sum;
-        self.count += other.count;
+    fn merge(&mut self, other: &Metrics) {
+        self.mean.merge(&other.mean);
         self.any |= other.any;
-    }
-
-    fn value(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            (self.log_sum / self.count as f64).exp()
-        }
     }
 }
 
@@ -89,7 +49,7 @@ pub struct EnvironmentSummary {
     /// Its name, if it has one.
     pub name: Option<String>,
     /// Test counts.
-    pub counts: Counts,
+    pub counts: TestCounts,
     /// Run counts.
     pub runs: Runs,
     /// Geometric mean of its positive metric results.
@@ -108,7 +68,7 @@ pub struct BuildStatus {
     /// The `builds.status_version` the snapshot saw.
     pub version: i64,
     /// Test counts over every visible run.
-    pub counts: Counts,
+    pub counts: TestCounts,
     /// Run counts.
     pub runs: Runs,
     /// Geometric mean of every positive metric result of the build.
@@ -166,19 +126,15 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
     let build: BuildRow = store.fetch_optional(&sql).await?.ok_or(StatusError::NoSuchBuild(build_id))?;
 
     let environments = environments(store, build_id).await?;
-    let mut counts = Counts::default();
+    let mut counts = TestCounts::default();
     let mut runs = Runs::default();
-    let mut metrics = GeoMean::default();
+    let mut metrics = Metrics::default();
     let mut summaries = Vec::with_capacity(environments.len());
     for (row, env_metrics) in environments {
-        let env_counts = Counts {
-            tests_pass: row.tests_pass,
-            tests_fail: row.tests_fail,
-            tests_xfail: row.tests_xfail,
-            tests_skip: row.tests_skip,
-        };
+        let env_counts =
+            TestCounts { pass: row.tests_pass, fail: row.tests_fail, xfail: row.tests_xfail, skip: row.tests_skip };
         let env_runs = Runs { total: row.runs, completed: row.completed, incomplete: row.runs - row.completed };
-        counts.add(&env_counts);
+        counts.merge(&env_counts);
         runs.total += env_runs.total;
         runs.completed += env_runs.completed;
         runs.incomplete += env_runs.incomplete;
@@ -189,7 +145,7 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
             name: row.name,
             counts: env_counts,
             runs: env_runs,
-            metrics_summary: env_metrics.value(),
+            metrics_summary: env_metrics.mean.value(),
             has_metrics: env_metrics.any,
         });
     }
@@ -214,7 +170,7 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
         version: build.status_version,
         counts,
         runs,
-        metrics_summary: metrics.value(),
+        metrics_summary: metrics.mean.value(),
         has_metrics: metrics.any,
         finished,
         reasons,
@@ -227,7 +183,7 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
 
 /// Counts per environment of the build's visible runs, with their
 /// metrics' geometric means.
-async fn environments(store: &Store, build_id: i64) -> Result<Vec<(EnvironmentRow, GeoMean)>, StatusError> {
+async fn environments(store: &Store, build_id: i64) -> Result<Vec<(EnvironmentRow, Metrics)>, StatusError> {
     let mut sql = Sql::new(
         "SELECT r.environment_id, e.slug, e.name, \
                 CAST(COALESCE(SUM(s.tests_pass), 0) AS BIGINT) AS tests_pass, \
@@ -252,8 +208,8 @@ async fn environments(store: &Store, build_id: i64) -> Result<Vec<(EnvironmentRo
 
 /// The geometric mean of an environment's metric results in the build,
 /// read a page at a time.
-async fn environment_metrics(store: &Store, build_id: i64, environment_id: i64) -> Result<GeoMean, StatusError> {
-    let mut mean = GeoMean::default();
+async fn environment_metrics(store: &Store, build_id: i64, environment_id: i64) -> Result<Metrics, StatusError> {
+    let mut mean = Metrics::default();
     let mut after: (i64, i64) = (0, 0);
     loop {
         let mut sql = Sql::new(
@@ -352,20 +308,18 @@ async fn baseline(
 
 #[cfg(test)]
 mod tests {
-    use super::GeoMean;
+    use super::Metrics;
 
     #[test]
-    fn geometric_mean_leaves_out_values_not_above_zero() {
-        let mut mean = GeoMean::default();
-        assert_eq!(mean.value(), 0.0);
+    fn zero_valued_metrics_still_count_as_metrics() {
+        let mut only_zero = Metrics::default();
+        only_zero.add(0.0);
+        assert_eq!(only_zero.mean.value(), 0.0);
+        assert!(only_zero.any, "a build with only zero-valued metrics still has metrics");
+        let mut mean = Metrics::default();
         for v in [2.0, 8.0, 0.0, -3.0] {
             mean.add(v);
         }
-        assert!((mean.value() - 4.0).abs() < 1e-9);
-        assert!(mean.any);
-        let mut only_zero = GeoMean::default();
-        only_zero.add(0.0);
-        assert_eq!(only_zero.value(), 0.0);
-        assert!(only_zero.any, "a build with only zero-valued metrics still has metrics");
+        assert!((mean.mean.value() - 4.0).abs() < 1e-9);
     }
 }

@@ -25,7 +25,7 @@ mod update;
 
 pub use callbacks::{idempotency_key, Delivering, SendBuildCallbacks};
 pub use compare::{metric_regressions_and_fixes, regressions_and_fixes, ByEnvironment, BySuite, Changes, Pairing};
-pub use compute::{compute, BuildStatus, Counts, EnvironmentSummary};
+pub use compute::{compute, BuildStatus, EnvironmentSummary, Runs};
 pub use known_issues::ReapplyKnownIssues;
 pub use tasks::{on_publish, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};
 pub use update::{recompute_project, update_build_status, write_if_current, Updated};

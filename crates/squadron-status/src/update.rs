@@ -82,7 +82,7 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
     let r = &status.runs;
     upsert.bind(status.build_id).push(", ").bind(status.version).push(", ").bind(now).push(", ").bind(now);
     upsert.push(", ").bind(status.finished).push(", ").bind(json(&status.reasons));
-    for n in [c.tests_pass, c.tests_fail, c.tests_xfail, c.tests_skip, r.total, r.completed, r.incomplete] {
+    for n in [c.pass, c.fail, c.xfail, c.skip, r.total, r.completed, r.incomplete] {
         upsert.push(", ").bind(n);
     }
     upsert.push(", ").bind(status.metrics_summary).push(", ").bind(status.has_metrics).push(", ");
@@ -117,7 +117,7 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
         );
         insert.bind(status.build_id).push(", ").bind(env.environment_id);
         let (c, r) = (&env.counts, &env.runs);
-        for n in [c.tests_pass, c.tests_fail, c.tests_xfail, c.tests_skip, r.total, r.completed, r.incomplete] {
+        for n in [c.pass, c.fail, c.xfail, c.skip, r.total, r.completed, r.incomplete] {
             insert.push(", ").bind(n);
         }
         insert.push(", ").bind(env.metrics_summary).push(", ").bind(env.has_metrics).push(")");

@@ -102,7 +102,7 @@ async fn totals_follow_the_visible_runs_per_environment(db: TestDb) {
         r#"{"s/a": "pass", "s/b": "fail", "s/c": "skip"}"#, r#"{"m/x": 2, "m/y": 8}"#).await;
     submit(&db, p, "v1", "arm", "2026-01-01T00:00:00Z", r#"{"s/a": "pass", "s/b": "pass"}"#, r#"{"m/x": 0}"#).await;
     let status = updated(&db, b).await;
-    assert_eq!((status.counts.tests_pass, status.counts.tests_fail, status.counts.tests_skip), (3, 1, 1));
+    assert_eq!((status.counts.pass, status.counts.fail, status.counts.skip), (3, 1, 1));
     assert_eq!(status.counts.total(), 5);
     assert_eq!((status.runs.total, status.runs.completed, status.runs.incomplete), (2, 2, 0));
     assert!(status.has_metrics);
@@ -204,7 +204,7 @@ async fn a_status_computed_before_a_new_run_is_not_written(db: TestDb) {
     submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"b": "pass"}"#, "").await;
     assert!(!write_if_current(&db.store, &Queue::default(), &old).await.unwrap(), "the build changed since");
     assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM build_status WHERE build_id = {b}")).await, 0);
-    assert_eq!(updated(&db, b).await.counts.tests_pass, 2);
+    assert_eq!(updated(&db, b).await.counts.pass, 2);
 }
 
 async fn a_publish_enqueues_the_update_and_the_reconciler_finds_stale_builds(db: TestDb) {
@@ -304,7 +304,7 @@ async fn finished_builds_call_back_once_with_one_key_per_event(db: TestDb) {
 async fn a_changed_known_issue_is_reapplied_to_stored_tests(db: TestDb) {
     let p = db.public_project().await;
     let b = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"s/a": "fail", "s/b": "fail", "s/c": "pass"}"#, "").await;
-    assert_eq!(updated(&db, b).await.counts.tests_fail, 2);
+    assert_eq!(updated(&db, b).await.counts.fail, 2);
     db.execute("INSERT INTO known_issues (title, test_name, active) VALUES ('a is known', 's/a', TRUE)").await;
     db.execute("INSERT INTO known_issue_environments (known_issue_id, environment_id) SELECT k.id, e.id FROM known_issues k, environments e").await;
     let env = db.scalar("SELECT id FROM environments").await;
