@@ -96,6 +96,9 @@ struct BuildRow {
     status_version: i64,
     notified: Option<bool>,
     baseline_id: Option<i64>,
+    /// The notification timeout fired and the project then counts the
+    /// build as finished.
+    forced: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -119,8 +122,10 @@ const METRICS_PAGE: i64 = 10_000;
 /// no transaction.
 pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, StatusError> {
     let mut sql = Sql::new(
-        "SELECT b.project_id, b.datetime, b.status_version, s.notified, s.baseline_id \
-         FROM builds b LEFT JOIN build_status s ON s.build_id = b.id WHERE b.id = ",
+        "SELECT b.project_id, b.datetime, b.status_version, s.notified, s.baseline_id, \
+                (COALESCE(s.notified_on_timeout, FALSE) AND p.force_finishing_builds_on_timeout) AS forced \
+         FROM builds b JOIN projects p ON p.id = b.project_id LEFT JOIN build_status s ON s.build_id = b.id \
+         WHERE b.id = ",
     );
     sql.bind(build_id);
     let build: BuildRow = store.fetch_optional(&sql).await?.ok_or(StatusError::NoSuchBuild(build_id))?;
@@ -151,7 +156,9 @@ pub async fn compute(store: &Store, build_id: i64) -> Result<BuildStatus, Status
     }
 
     let reasons = unfinished_reasons(store, build_id, build.project_id, runs.total).await?;
-    let finished = reasons.is_empty();
+    // A build forced finished by its notification timeout keeps the
+    // reasons it would not be otherwise, for the record.
+    let finished = reasons.is_empty() || build.forced;
     let baseline_id = if build.notified == Some(true) {
         build.baseline_id
     } else {
@@ -238,7 +245,8 @@ async fn environment_metrics(store: &Store, build_id: i64, environment_id: i64) 
 }
 
 /// SQUAD's reasons why a build is not finished yet: pending CI jobs, no
-/// jobs and no runs, or fewer completed runs than an environment expects.
+/// jobs and no runs, or fewer completed runs than an environment expects;
+/// and squadron's own: post-processing still pending.
 async fn unfinished_reasons(
     store: &Store,
     build_id: i64,
@@ -258,6 +266,12 @@ async fn unfinished_reasons(
         }
     } else if visible_runs == 0 {
         reasons.push("There are no testjobs or testruns for the build".to_string());
+    }
+    let mut postprocess = Sql::new("SELECT COUNT(*) FROM pending_postprocess WHERE build_id = ");
+    postprocess.bind(build_id);
+    let pending = store.fetch_count(&postprocess).await?;
+    if pending > 0 {
+        reasons.push(format!("{pending} test run(s) still being post-processed"));
     }
     let mut expected = Sql::new(
         "SELECT CASE WHEN e.name IS NULL OR e.name = '' THEN e.slug ELSE e.name END, e.expected_test_runs, \

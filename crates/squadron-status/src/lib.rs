@@ -19,7 +19,10 @@
 mod callbacks;
 mod compare;
 mod compute;
+mod crash_window;
 mod known_issues;
+pub mod notify;
+pub mod postprocess;
 mod tasks;
 mod update;
 
@@ -42,4 +45,13 @@ pub enum StatusError {
     /// Enqueueing a follow-up task failed.
     #[error(transparent)]
     Queue(#[from] squadron_queue::QueueError),
+    /// An email template does not parse or render.
+    #[error("template error in {0}")]
+    Template(String),
+    /// No email template has this id.
+    #[error("email template {0} not found")]
+    NoSuchTemplate(i64),
+    /// An email could not be built or sent.
+    #[error("email: {0}")]
+    Mail(String),
 }

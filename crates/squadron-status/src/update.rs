@@ -7,6 +7,7 @@ use squadron_store::{Store, WriteTx};
 
 use crate::callbacks::SendBuildCallbacks;
 use crate::compute::{compute, BuildStatus};
+use crate::notify::{arm_timeout, record_event, NotifyBuild, FINISHED};
 use crate::tasks::UpdateBuildStatus;
 use crate::StatusError;
 
@@ -123,6 +124,7 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
         insert.push(", ").bind(env.metrics_summary).push(", ").bind(env.has_metrics).push(")");
         tx.execute(&insert).await?;
     }
+    arm_timeout(&mut tx, queue, status.build_id).await?;
     if status.finished {
         record_finished(&mut tx, queue, status.build_id).await?;
     }
@@ -134,19 +136,15 @@ pub async fn write_if_current(store: &Store, queue: &Queue, status: &BuildStatus
 }
 
 /// Inserts the build's `on_build_finished` event of its current generation
-/// and, if it was not there yet, enqueues the task that sends its
-/// callbacks.
+/// and, if it was not there yet, enqueues the tasks that send its callbacks
+/// and its email.
 async fn record_finished(tx: &mut WriteTx, queue: &Queue, build_id: i64) -> Result<(), StatusError> {
-    let mut event = Sql::new(
-        "INSERT INTO build_events (build_id, event, generation, created_at) \
-         SELECT id, 'on_build_finished', event_generation, ",
-    );
-    event.bind(Utc::now()).push(" FROM builds WHERE id = ").bind(build_id).push(" ON CONFLICT DO NOTHING");
-    if tx.execute(&event).await? == 1 {
-        let mut generation = Sql::new("SELECT event_generation FROM builds WHERE id = ");
-        generation.bind(build_id);
-        let generation = tx.fetch_integer(&generation).await?;
-        queue.enqueue(tx.conn(), &NewTask::of(&SendBuildCallbacks { build_id, generation })).await?;
+    if let Some(generation) = record_event(tx, build_id, FINISHED).await? {
+        let tasks = [
+            NewTask::of(&SendBuildCallbacks { build_id, generation }),
+            NotifyBuild::task(build_id, FINISHED, generation),
+        ];
+        queue.enqueue_many(tx.conn(), &tasks).await?;
         // This build may now be the baseline of later builds not yet
         // notified: they are looked at again.
         let mut later = Sql::new("SELECT b.id FROM builds b JOIN builds f ON f.id = ");

@@ -1,6 +1,7 @@
 //! Builds, environments, patch sources and build callbacks.
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use squadron_core::callbacks::CallbackSpec;
 
 use crate::sql::{fetch_id_in, Assignments, Sql};
@@ -158,5 +159,52 @@ impl Store {
         ).bind(name).bind(url).bind(implementation).fetch_one(&mut *c).await)?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// The metadata of each visible run of a build, by run id (a run whose
+    /// metadata is not a JSON object has none).
+    pub async fn runs_metadata(&self, build_id: i64) -> Result<Vec<(i64, Map<String, Value>)>, StoreError> {
+        let mut sql = Sql::new("SELECT id, metadata_file FROM testruns WHERE visible AND build_id = ");
+        sql.bind(build_id).push(" ORDER BY id");
+        let rows: Vec<(i64, Option<String>)> = self.fetch_all(&sql).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, text)| (id, text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()))
+            .collect())
+    }
+
+    /// A build's metadata as SQUAD merges it: the union of its runs'
+    /// metadata; a key with several distinct values gets the list of them,
+    /// sorted as Python sorts their text.
+    pub async fn build_metadata(&self, build_id: i64) -> Result<Map<String, Value>, StoreError> {
+        let mut merged: Map<String, Value> = Map::new();
+        for (_, metadata) in self.runs_metadata(build_id).await? {
+            for (key, value) in metadata {
+                let entry = merged.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(values) = entry {
+                    if !values.contains(&value) {
+                        values.push(value);
+                    }
+                }
+            }
+        }
+        for value in merged.values_mut() {
+            if let Value::Array(values) = value {
+                if values.len() == 1 {
+                    *value = values.pop().unwrap_or(Value::Null);
+                } else {
+                    values.sort_by_key(python_str);
+                }
+            }
+        }
+        Ok(merged)
+    }
+}
+
+/// The text Python's `str` gives a JSON value, to sort values like SQUAD.
+fn python_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }

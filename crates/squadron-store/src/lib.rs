@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod maintenance;
 pub mod projects;
 pub mod sql;
+pub mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -29,11 +29,13 @@ pub struct WebConfig {
     /// The base of absolute URLs in API answers (`https://squad.example.com`);
     /// without it, the scheme and host the client used.
     pub base_url: Option<String>,
+    /// The site's name, in rendered emails.
+    pub site_name: String,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { max_upload_bytes: 1024 * 1024 * 1024, base_url: None }
+        WebConfig { max_upload_bytes: 1024 * 1024 * 1024, base_url: None, site_name: "squadron".to_string() }
     }
 }
 

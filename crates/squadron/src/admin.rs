@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use squadron_core::access::Role;
 use squadron_queue::Queue;
+use squadron_status::notify::approve_build;
 use squadron_status::recompute_project;
 use squadron_store::projects::NewProject;
 use squadron_store::sql::Sql;
@@ -31,6 +32,13 @@ pub enum AdminCommand {
     RecomputeStatus {
         /// GROUP/PROJECT; every project when absent.
         project: Option<String>,
+    },
+    /// Approve a moderated build's notification: its subscribers get it.
+    ApproveBuild {
+        /// GROUP/PROJECT.
+        project: String,
+        /// The build's version.
+        version: String,
     },
 }
 
@@ -99,12 +107,36 @@ pub enum ProjectCommand {
         #[arg(long)]
         plugins: Option<String>,
     },
+    /// Send the project's moderation previews and failed-CI-job emails to
+    /// an address (SQUAD's admin subscription).
+    AdminSubscribe {
+        /// GROUP/SLUG.
+        full_name: String,
+        /// The address.
+        email: String,
+    },
+    /// Stop sending them to an address.
+    AdminUnsubscribe {
+        /// GROUP/SLUG.
+        full_name: String,
+        /// The address.
+        email: String,
+    },
 }
 
 async fn group_id(store: &Store, slug: &str) -> anyhow::Result<i64> {
     match store.group_by_slug(slug).await? {
         Some(group) => Ok(group.id),
         None => bail!("no group {slug:?}"),
+    }
+}
+
+async fn project_id(store: &Store, full_name: &str) -> anyhow::Result<i64> {
+    let (group, slug) =
+        full_name.split_once('/').with_context(|| format!("expected GROUP/PROJECT, got {full_name:?}"))?;
+    match store.project_by_slug(group_id(store, group).await?, slug).await? {
+        Some(p) => Ok(p.id),
+        None => bail!("no project {full_name:?}"),
     }
 }
 
@@ -156,16 +188,7 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::RecomputeStatus { project } => {
             let projects: Vec<(i64, String)> = match project {
-                Some(full_name) => {
-                    let (group, slug) = full_name
-                        .split_once('/')
-                        .with_context(|| format!("expected GROUP/PROJECT, got {full_name:?}"))?;
-                    let group_id = group_id(&store, group).await?;
-                    match store.project_by_slug(group_id, slug).await? {
-                        Some(p) => vec![(p.id, full_name.clone())],
-                        None => bail!("no project {full_name:?}"),
-                    }
-                }
+                Some(full_name) => vec![(project_id(&store, full_name).await?, full_name.clone())],
                 None => store
                     .fetch_all(&Sql::new(
                         "SELECT p.id, g.slug || '/' || p.slug FROM projects p JOIN groups g ON g.id = p.group_id ORDER BY p.id",
@@ -178,6 +201,29 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
                 let took = started.elapsed().as_secs_f64() * 1000.0;
                 eprintln!("recomputed the status of {builds} build(s) of {name} in {took:.0} ms");
             }
+        }
+        AdminCommand::ApproveBuild { project, version } => {
+            let project_id = project_id(&store, project).await?;
+            let Some(build) = store.build_by_version(project_id, version).await? else {
+                bail!("no build {version:?} in {project}");
+            };
+            if approve_build(&store, &Queue::new(cli.queue.routes()), build.id).await? {
+                eprintln!("approved build {version} of {project}: its notification is on its way");
+            } else {
+                bail!("build {version} of {project} has no status yet or is approved already");
+            }
+        }
+        AdminCommand::Project(ProjectCommand::AdminSubscribe { full_name, email }) => {
+            let project_id = project_id(&store, full_name).await?;
+            store.admin_subscribe(project_id, email).await?;
+            eprintln!("{email} now receives the admin emails of {full_name}");
+        }
+        AdminCommand::Project(ProjectCommand::AdminUnsubscribe { full_name, email }) => {
+            let project_id = project_id(&store, full_name).await?;
+            if !store.admin_unsubscribe(project_id, email).await? {
+                bail!("{email} was not subscribed to the admin emails of {full_name}");
+            }
+            eprintln!("{email} no longer receives the admin emails of {full_name}");
         }
     }
     store.close().await;

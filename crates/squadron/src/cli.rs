@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use squadron_queue::admin::Retention;
 use squadron_queue::Routes;
+use squadron_status::notify::{MailSettings, Site};
 use squadron_store::blob::BlobStore;
 use squadron_store::{redact_url, Migrations, Store};
 
@@ -42,6 +43,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub queue: QueueOptions,
+
+    #[command(flatten)]
+    pub mail: MailOptions,
 
     #[command(subcommand)]
     pub command: Command,
@@ -92,6 +96,46 @@ impl QueueOptions {
     }
 }
 
+/// Where notifications are sent from and what they link to. The variables
+/// are SQUAD's, so an existing deployment's settings carry over.
+#[derive(Debug, Args)]
+pub struct MailOptions {
+    /// The base of absolute URLs (e.g. https://squad.example.com): in
+    /// emails, and in API answers instead of the scheme and host the client
+    /// used.
+    #[arg(long, global = true, env = "SQUADRON_BASE_URL")]
+    pub base_url: Option<String>,
+
+    /// The site's name: the sender's name and the signature of emails.
+    #[arg(long, global = true, env = "SQUAD_SITE_NAME", default_value = "squadron")]
+    pub site_name: String,
+
+    /// The SMTP server notifications are sent through.
+    #[arg(long, global = true, env = "SQUAD_EMAIL_HOST", default_value = "localhost")]
+    pub smtp_host: String,
+
+    /// Its port.
+    #[arg(long, global = true, env = "SQUAD_EMAIL_PORT", default_value_t = 25)]
+    pub smtp_port: u16,
+
+    /// The sender's address.
+    #[arg(long, global = true, env = "SQUAD_EMAIL_FROM", default_value = "noreply@localhost")]
+    pub email_from: String,
+}
+
+impl MailOptions {
+    /// The mail settings (links default to http://localhost:8000).
+    pub fn settings(&self) -> MailSettings {
+        let base_url = self.base_url.as_deref().unwrap_or("http://localhost:8000").trim_end_matches('/');
+        MailSettings {
+            smtp_host: self.smtp_host.clone(),
+            smtp_port: self.smtp_port,
+            from: self.email_from.clone(),
+            site: Site { name: self.site_name.clone(), base_url: base_url.to_string() },
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -127,11 +171,6 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SQUADRON_BIND", default_value = "127.0.0.1:8000")]
     pub bind: String,
-
-    /// The base of absolute URLs in API answers (e.g. https://squad.example.com);
-    /// by default, the scheme and host the client used.
-    #[arg(long, env = "SQUADRON_BASE_URL")]
-    pub base_url: Option<String>,
 
     /// Largest accepted request body, in bytes (larger uploads get 413).
     #[arg(long, env = "SQUADRON_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024 * 1024)]

@@ -19,7 +19,11 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let state = AppState {
         store: store.clone(),
         blobs,
-        config: Arc::new(WebConfig { max_upload_bytes: args.max_upload_bytes, base_url: args.base_url.clone() }),
+        config: Arc::new(WebConfig {
+            max_upload_bytes: args.max_upload_bytes,
+            base_url: cli.mail.base_url.clone(),
+            site_name: cli.mail.site_name.clone(),
+        }),
         queue: Queue::new(cli.queue.routes()),
         metrics,
     };

@@ -9,6 +9,7 @@ use squadron_queue::{
     default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
     Timing, Worker, WorkerConfig,
 };
+use squadron_status::notify::{Mailer, NotificationTimeout, NotifyBuild, Notifying};
 use squadron_status::{
     Delivering, ReapplyKnownIssues, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus,
 };
@@ -17,10 +18,10 @@ use squadron_store::Store;
 use squadron_web::{ops_router, Ops};
 use tracing::{info, warn};
 
-use crate::cli::{Cli, QueueOptions, WorkOptions, WorkerArgs};
+use crate::cli::{Cli, MailOptions, QueueOptions, WorkOptions, WorkerArgs};
 
 /// Every task kind this binary runs, with what its handler needs.
-pub fn registry(store: &Store, options: &QueueOptions, owner: &str) -> anyhow::Result<Registry> {
+pub fn registry(store: &Store, options: &QueueOptions, mail: &MailOptions, owner: &str) -> anyhow::Result<Registry> {
     let mut registry = Registry::new();
     registry.register::<SweepHiddenRuns>(Arc::new(store.clone()));
     registry.register::<PruneFinished>(Arc::new(Pruning { db: store.queue_db(), retention: options.retention() }));
@@ -29,6 +30,10 @@ pub fn registry(store: &Store, options: &QueueOptions, owner: &str) -> anyhow::R
     registry.register::<ReconcileBuildStatus>(status.clone());
     registry.register::<ReapplyKnownIssues>(status);
     registry.register::<SendBuildCallbacks>(Arc::new(Delivering::new(store.clone())));
+    let mailer = Mailer::new(mail.settings()).context("cannot set up email")?;
+    let notifying = Arc::new(Notifying { store: store.clone(), queue: Queue::new(options.routes()), mailer });
+    registry.register::<NotifyBuild>(notifying.clone());
+    registry.register::<NotificationTimeout>(notifying);
     if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
         warn!("this is a test build: the crash-test task kinds are registered");
     }
@@ -73,7 +78,7 @@ pub fn worker(
 ) -> anyhow::Result<(Worker, Vec<String>)> {
     let db = store.queue_db();
     let owner = default_owner();
-    let registry = registry(store, &cli.queue, &owner)?;
+    let registry = registry(store, &cli.queue, &cli.mail, &owner)?;
     let queue = Queue::new(cli.queue.routes());
     let queues = worker_queues(named, &registry, &queue)?;
     let mut config =

@@ -154,67 +154,20 @@ async fn update(
     Ok(Json(render(&rest, &one(&rest, id).await?)))
 }
 
-#[derive(sqlx::FromRow)]
-struct RunMetadata {
-    id: i64,
-    metadata_file: Option<String>,
-}
-
-async fn runs_metadata(rest: &Rest, id: i64) -> Result<Vec<(i64, Map<String, Value>)>, ApiError> {
-    check_visible(rest, id).await?;
-    let mut sql = Sql::new("SELECT id, metadata_file FROM testruns WHERE visible AND build_id = ");
-    sql.bind(id).push(" ORDER BY id");
-    let rows: Vec<RunMetadata> = rest.state.store.fetch_all(&sql).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let metadata = r
-                .metadata_file
-                .as_deref()
-                .and_then(|t| serde_json::from_str::<Map<String, Value>>(t).ok())
-                .unwrap_or_default();
-            (r.id, metadata)
-        })
-        .collect())
-}
-
-/// The text Python's `str` gives a JSON value, to sort values like SQUAD.
-fn python_str(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// `/api/builds/<id>/metadata/`: the union of the runs' metadata; a key with
 /// several distinct values gets the sorted list of them.
 async fn metadata(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    let mut merged: Map<String, Value> = Map::new();
-    for (_, metadata) in runs_metadata(&rest, id).await? {
-        for (key, value) in metadata {
-            let entry = merged.entry(key).or_insert_with(|| Value::Array(Vec::new()));
-            if let Value::Array(values) = entry {
-                if !values.contains(&value) {
-                    values.push(value);
-                }
-            }
-        }
-    }
-    for value in merged.values_mut() {
-        if let Value::Array(values) = value {
-            if values.len() == 1 {
-                *value = values.pop().unwrap_or(Value::Null);
-            } else {
-                values.sort_by_key(python_str);
-            }
-        }
-    }
-    Ok(Json(Value::Object(merged)))
+    check_visible(&rest, id).await?;
+    Ok(Json(Value::Object(rest.state.store.build_metadata(id).await?)))
 }
 
 /// `/api/builds/<id>/metadata_by_testrun/`.
 async fn metadata_by_testrun(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    let by_run: Map<String, Value> = runs_metadata(&rest, id)
+    check_visible(&rest, id).await?;
+    let by_run: Map<String, Value> = rest
+        .state
+        .store
+        .runs_metadata(id)
         .await?
         .into_iter()
         .map(|(run, metadata)| (run.to_string(), Value::Object(metadata)))
@@ -237,7 +190,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/testjobs_summary/", get(pending("CI test jobs")))
         .route("/api/builds/{id}/failures_with_confidence/", get(pending("failures with confidence")))
         .route("/api/builds/{id}/cancel/", post(pending("CI test jobs")))
-        .route("/api/builds/{id}/email/", get(pending("build reports")))
+        .route("/api/builds/{id}/email/", get(super::reports::email))
         .route("/api/builds/{id}/report/", get(pending("build reports")).post(pending("build reports")))
         .route("/api/builds/{id}/callbacks/", get(pending("build callbacks")).post(pending("build callbacks")))
         .route("/api/builds/{id}/compare/", get(super::compare::compare_build))

@@ -137,6 +137,16 @@ impl Rest {
         }
     }
 
+    /// Checks that the caller is a superuser: what site-wide objects (the
+    /// queue, email templates) need.
+    pub fn require_superuser(&self) -> Result<(), ApiError> {
+        match &self.user {
+            Some(user) if user.is_superuser => Ok(()),
+            Some(_) => Err(ApiError::forbidden("You do not have permission to perform this action.")),
+            None => Err(ApiError::unauthorized("Authentication credentials were not provided.")),
+        }
+    }
+
     /// Checks that the caller administers the group (or is a superuser):
     /// what REST writes need.
     pub async fn require_admin(&self, group_id: i64) -> Result<(), ApiError> {

@@ -7,6 +7,7 @@ mod build_status;
 mod builds;
 mod compare;
 mod context;
+mod emailtemplates;
 mod environments;
 mod filter;
 mod groups;
@@ -14,6 +15,7 @@ mod knownissues;
 mod metricthresholds;
 mod page;
 mod projects;
+mod reports;
 mod root;
 mod suites;
 mod tasks;
@@ -45,6 +47,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(environments::routes())
         .merge(knownissues::routes())
         .merge(metricthresholds::routes())
+        .merge(emailtemplates::routes())
         .merge(tasks::routes())
 }
 

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use squadron_core::names::is_valid_slug;
 use squadron_core::settings::parse_settings;
+use squadron_status::notify::is_email;
 use squadron_store::projects::NewProject;
 use squadron_store::sql::{Assignments, Sql, Value as SqlValue};
 
@@ -61,6 +62,7 @@ pub(crate) struct ProjectRow {
     force_finishing_builds_on_timeout: bool,
     build_confidence_count: i64,
     build_confidence_threshold: i64,
+    custom_email_template_id: Option<i64>,
 }
 
 keyed_by_id!(ProjectRow);
@@ -68,8 +70,8 @@ keyed_by_id!(ProjectRow);
 const SELECT: &str = "SELECT p.id, p.group_id, g.slug AS group_slug, p.slug, p.name, p.is_public, p.html_mail, \
     p.moderate_notifications, p.description, p.important_metadata_keys, p.datetime, p.enabled_plugins_list, \
     p.wait_before_notification, p.notification_timeout, p.data_retention_days, p.is_archived, \
-    p.force_finishing_builds_on_timeout, p.build_confidence_count, p.build_confidence_threshold \
-    FROM projects p JOIN groups g ON g.id = p.group_id";
+    p.force_finishing_builds_on_timeout, p.build_confidence_count, p.build_confidence_threshold, \
+    p.custom_email_template_id FROM projects p JOIN groups g ON g.id = p.group_id";
 
 fn render(rest: &Rest, p: &ProjectRow) -> Value {
     let plugins: Value = match &p.enabled_plugins_list {
@@ -87,7 +89,8 @@ fn render(rest: &Rest, p: &ProjectRow) -> Value {
     m.insert("is_public".into(), json!(p.is_public));
     m.insert("html_mail".into(), json!(p.html_mail));
     m.insert("moderate_notifications".into(), json!(p.moderate_notifications));
-    m.insert("custom_email_template".into(), Value::Null);
+    let template = p.custom_email_template_id.map(|t| rest.api(&format!("emailtemplates/{t}/")));
+    m.insert("custom_email_template".into(), json!(template));
     m.insert("description".into(), json!(p.description));
     m.insert("important_metadata_keys".into(), json!(p.important_metadata_keys));
     m.insert("datetime".into(), time(&p.datetime));
@@ -160,8 +163,9 @@ fn assignments(input: &Input) -> Result<Assignments, ApiError> {
         parse_settings(&settings).map_err(|e| field_error("project_settings", &e))?;
         set.push(("project_settings", Some(settings.into())));
     }
-    if input.text("custom_email_template")?.is_some() {
-        return Err(field_error("custom_email_template", "e-mail templates are not supported yet"));
+    if input.has("custom_email_template") {
+        let template = input.link("custom_email_template", "emailtemplates")?;
+        set.push(("custom_email_template_id", template.map(SqlValue::from)));
     }
     Ok(set)
 }
@@ -251,6 +255,48 @@ async fn tests(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError>
     names(&rest, id, "test").await
 }
 
+/// The address a subscription request names, checked.
+fn subscriber(input: &Input) -> Result<String, ApiError> {
+    let email = input.text("email")?.ok_or_else(|| ApiError::bad_request("'email' field is mandatory."))?;
+    if !is_email(&email) {
+        return Err(ApiError::bad_request("Invalid 'email' field value."));
+    }
+    Ok(email)
+}
+
+/// `POST /api/projects/<id>/subscribe/`: subscribes an address (as its
+/// user, if one has it) to the project's build notifications; admins of
+/// the project's group.
+async fn subscribe(
+    rest: Rest,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let project = visible_project(&rest, id).await?;
+    rest.require_admin(project.group_id).await?;
+    let email = subscriber(&Input::read(&state, &headers, body).await?)?;
+    state.store.subscribe(id, &email).await?;
+    Ok(json(StatusCode::CREATED, json!({ "email": email })))
+}
+
+/// `POST /api/projects/<id>/unsubscribe/`: removes the address's
+/// subscriptions, direct or through its user.
+async fn unsubscribe(
+    rest: Rest,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let project = visible_project(&rest, id).await?;
+    rest.require_admin(project.group_id).await?;
+    let email = subscriber(&Input::read(&state, &headers, body).await?)?;
+    state.store.unsubscribe(id, &email).await?;
+    Ok(Json(json!({ "email": email })))
+}
+
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/projects/", get(list).post(create))
@@ -267,6 +313,6 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/projects/{id}/compare_builds/",
             get(super::compare::compare_builds).post(super::compare::compare_builds),
         )
-        .route("/api/projects/{id}/subscribe/", post(|| async { not_implemented("subscriptions") }))
-        .route("/api/projects/{id}/unsubscribe/", post(|| async { not_implemented("subscriptions") }))
+        .route("/api/projects/{id}/subscribe/", post(subscribe))
+        .route("/api/projects/{id}/unsubscribe/", post(unsubscribe))
 }

@@ -30,15 +30,6 @@ impl From<QueueError> for ApiError {
     }
 }
 
-/// Only superusers see and act on the queue.
-fn require_superuser(rest: &Rest) -> Result<(), ApiError> {
-    match &rest.user {
-        Some(user) if user.is_superuser => Ok(()),
-        Some(_) => Err(ApiError::forbidden("You do not have permission to perform this action.")),
-        None => Err(ApiError::unauthorized("Authentication credentials were not provided.")),
-    }
-}
-
 /// A time the queue stores (µs since the epoch) as DRF writes times.
 fn micros(value: Option<i64>) -> Value {
     value.and_then(DateTime::from_timestamp_micros).map_or(Value::Null, |t| time(&t))
@@ -84,7 +75,7 @@ fn number(rest: &Rest, name: &str, default: i64) -> Result<i64, ApiError> {
 }
 
 async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
-    require_superuser(&rest)?;
+    rest.require_superuser()?;
     let state = rest.param("state");
     if let Some(state) = state.filter(|s| !STATES.contains(s)) {
         return Err(ApiError::bad_request(format!("state: {state:?} is not one of {}", STATES.join(", "))));
@@ -109,19 +100,19 @@ async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
 }
 
 async fn detail(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    require_superuser(&rest)?;
+    rest.require_superuser()?;
     let task = admin::task(&rest.state.store.queue_db(), id).await?;
     Ok(Json(render(&rest, &task)))
 }
 
 async fn retry(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    require_superuser(&rest)?;
+    rest.require_superuser()?;
     let task = admin::retry(&rest.state.store.queue_db(), id).await?;
     Ok(Json(render(&rest, &task)))
 }
 
 async fn cancel(rest: Rest, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    require_superuser(&rest)?;
+    rest.require_superuser()?;
     let task = admin::cancel(&rest.state.store.queue_db(), id).await?;
     Ok(Json(render(&rest, &task)))
 }

@@ -93,13 +93,41 @@ impl Api {
     /// Sends a request without a body; returns the status and the JSON
     /// answer.
     pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        self.send(method, path, token, None).await
+    }
+
+    /// Sends a JSON body; returns the status and the JSON answer (null
+    /// when empty).
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.send(method, path, token, Some(body)).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut req = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
         if let Some(t) = token {
             req = req.header("Authorization", format!("Token {t}"));
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
+        if text.is_empty() {
+            return (status, serde_json::Value::Null);
+        }
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
     }
 
