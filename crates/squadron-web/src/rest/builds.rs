@@ -239,6 +239,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/cancel/", post(pending("CI test jobs")))
         .route("/api/builds/{id}/email/", get(pending("build reports")))
         .route("/api/builds/{id}/report/", get(pending("build reports")).post(pending("build reports")))
-        .route("/api/builds/{id}/callbacks/", get(pending("build callbacks")).post(pending("build callbacks")))
+        .route("/api/builds/{id}/callbacks/", get(super::callbacks::list).post(super::callbacks::create))
         .route("/api/builds/{id}/compare/", get(super::compare::compare_build))
 }

@@ -5,6 +5,7 @@ use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
+use squadron_core::access::Caller;
 use squadron_store::accounts::User;
 use squadron_store::sql::{Row, Sql};
 
@@ -140,10 +141,20 @@ impl Rest {
     /// Checks that the caller administers the group (or is a superuser):
     /// what REST writes need.
     pub async fn require_admin(&self, group_id: i64) -> Result<(), ApiError> {
+        self.require(group_id, Caller::can_write).await
+    }
+
+    /// Checks that the caller may submit results to the group's projects
+    /// (or is a superuser).
+    pub async fn require_submitter(&self, group_id: i64) -> Result<(), ApiError> {
+        self.require(group_id, Caller::can_submit_results).await
+    }
+
+    async fn require(&self, group_id: i64, allowed: fn(&Caller) -> bool) -> Result<(), ApiError> {
         if self.user.is_none() {
             return Err(ApiError::unauthorized("Authentication credentials were not provided."));
         }
-        if !caller_in(&self.state, self.user.as_ref(), group_id).await?.can_write() {
+        if !allowed(&caller_in(&self.state, self.user.as_ref(), group_id).await?) {
             return Err(ApiError::forbidden("You do not have permission to perform this action."));
         }
         Ok(())

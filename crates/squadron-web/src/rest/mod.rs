@@ -6,6 +6,7 @@
 mod build_status;
 mod builds;
 mod compare;
+mod callbacks;
 mod context;
 mod environments;
 mod filter;

@@ -1,0 +1,118 @@
+//! Reading results across builds: test job summaries, failures with
+//! confidence, a test's results across builds, metric chart data; and
+//! build annotations and callbacks. Over real HTTP, on both engines.
+
+mod common;
+
+use common::Api;
+use reqwest::Method;
+use serde_json::{json, Value};
+use squadron_store::both_engines;
+#[allow(unused_imports)]
+use squadron_store::testing::TestDb;
+
+impl Api {
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.call(Method::GET, path, token).await
+    }
+
+    async fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    /// Submits a run (job `job` of the environment) of `tests` and
+    /// `metrics`; returns its id.
+    async fn run(&self, project: &str, build: &str, env: &str, job: &str, tests: &str, metrics: &str) -> i64 {
+        let job = format!("{env}-{job}");
+        let (status, body) = self
+            .post_form(
+                &format!("/api/submit/g/{project}/{build}/{env}"),
+                Some(&self.admin),
+                &[("tests", tests), ("metrics", metrics), ("job_id", &job)],
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body.parse().unwrap()
+    }
+
+    async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Token {t}"));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn build(&self, project: &str, version: &str) -> i64 {
+        self.db
+            .scalar(&format!(
+                "SELECT b.id FROM builds b JOIN projects p ON p.id = b.project_id \
+                 WHERE p.slug = '{project}' AND b.version = '{version}'"
+            ))
+            .await
+    }
+
+    async fn text(&self, path: &str) -> (u16, String, String) {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        (status, content_type, resp.text().await.unwrap())
+    }
+}
+
+both_engines! {
+    async fn build_callbacks_listed_and_attached_by_submitters(db: TestDb) {
+        let api = Api::new(db).await;
+        api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;
+        api.run("private", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;
+        let (build, private) = (api.build("p", "v1").await, api.build("private", "v1").await);
+        let path = format!("/api/builds/{build}/callbacks/");
+        let (status, listed) = api.get(&path, None).await;
+        assert_eq!((status, listed), (202, json!({"results": []})), "SQUAD lists callbacks with a 202");
+        let fields = [
+            ("callback_url", "https://ci.example.com/hook"),
+            ("callback_method", "post"),
+            ("callback_headers", r#"{"Authorization": "secret"}"#),
+            ("callback_payload", r#"{"build": "v1"}"#),
+            ("callback_record_response", "true"),
+        ];
+        assert_eq!(api.post_form(&path, None, &fields).await.0, 401);
+        assert_eq!(api.post_form(&path, Some(&api.member), &fields).await.0, 403);
+        let sends = "SELECT COUNT(*) FROM tasks WHERE kind = 'send_build_callbacks'";
+        let before = api.db.scalar(sends).await;
+        let (status, body) = api.post_form(&path, Some(&api.submitter), &fields).await;
+        assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (202, json!({"message": "OK"})));
+        assert_eq!(api.db.scalar(sends).await, before + 1, "the build is already finished: the new callback is sent now");
+        let (status, listed) = api.get(&path, None).await;
+        assert_eq!(status, 202);
+        let id = listed["results"][0]["id"].as_i64().unwrap();
+        assert_eq!(listed, json!({"results": [{
+            "url": "https://ci.example.com/hook", "id": id, "method": "post", "event": "on_build_finished",
+            "payload": r#"{"build": "v1"}"#, "payload_is_json": true, "is_sent": false, "record_response": true,
+            "response_code": null, "response_content": null,
+        }]}), "headers are never shown");
+
+        for (fields, message) in [
+            (vec![("callback_url", "https://ci.example.com/hook")], "already has a callback"),
+            (vec![("callback_method", "post")], "url is required."),
+            (vec![("callback_url", "https://x.example/"), ("callback_method", "put")], "callback_method"),
+            (vec![("callback_url", "not a url")], "callback_url"),
+        ] {
+            let (status, body) = api.post_form(&path, Some(&api.submitter), &fields).await;
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(status, 400, "{body}");
+            assert!(body["message"].as_str().unwrap().contains(message), "{message}: {body}");
+        }
+        // JSON bodies work too.
+        let (status, body) = api.send(Method::POST, &path, Some(&api.admin), json!({"callback_url": "https://other.example/", "callback_method": "get"})).await;
+        assert_eq!((status, body), (202, json!({"message": "OK"})));
+        assert_eq!(api.get(&path, None).await.1["results"].as_array().unwrap().len(), 2);
+        assert_eq!(api.get(&format!("/api/builds/{private}/callbacks/"), None).await.0, 404);
+        assert_eq!(api.post_form(&format!("/api/builds/{private}/callbacks/"), None, &fields).await.0, 404);
+    }
+}
