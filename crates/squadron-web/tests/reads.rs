@@ -66,6 +66,32 @@ impl Api {
 }
 
 both_engines! {
+    async fn test_jobs_summarised_by_status(db: TestDb) {
+        let api = Api::new(db).await;
+        api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;
+        api.run("private", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;
+        let build = api.build("p", "v1").await;
+        let project = api.db.scalar("SELECT id FROM projects WHERE slug = 'p'").await;
+        api.db.execute("INSERT INTO backends (name, url, implementation_type) VALUES ('lava', 'https://lava.example/', 'lava')").await;
+        for (env, status) in [("x86", Some("Complete")), ("x86", Some("Complete")), ("x86", Some("Incomplete")), ("arm", Some("Complete")), ("arm", None)] {
+            let status = status.map_or("NULL".to_string(), |s| format!("'{s}'"));
+            api.db.execute(&format!(
+                "INSERT INTO testjobs (backend_id, target_id, target_build_id, environment, created_at, job_status) \
+                 VALUES (1, {project}, {build}, '{env}', '2024-01-01T00:00:00Z', {status})"
+            )).await;
+        }
+        let summary = api.ok(&format!("/api/builds/{build}/testjobs_summary/")).await;
+        assert_eq!(summary["results"], json!({"null": 1, "Complete": 3, "Incomplete": 1}));
+        let per_env = api.ok(&format!("/api/builds/{build}/testjobs_summary/?per_environment=1")).await;
+        assert_eq!(per_env, json!({"results": {"arm": {"null": 1, "Complete": 1}, "x86": {"Complete": 2, "Incomplete": 1}}}));
+        let other = api.build("p", "v1").await + 100;
+        assert_eq!(api.get(&format!("/api/builds/{other}/testjobs_summary/"), None).await.0, 404);
+        let private = api.build("private", "v1").await;
+        assert_eq!(api.get(&format!("/api/builds/{private}/testjobs_summary/"), None).await.0, 404, "a private build is hidden");
+        let (status, body) = api.get(&format!("/api/builds/{private}/testjobs_summary/"), Some(&api.member)).await;
+        assert_eq!((status, body), (200, json!({"results": {}})));
+    }
+
     async fn build_callbacks_listed_and_attached_by_submitters(db: TestDb) {
         let api = Api::new(db).await;
         api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;

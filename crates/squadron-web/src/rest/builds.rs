@@ -234,7 +234,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/metrics/", get(super::tests::build_metrics))
         .route("/api/builds/{id}/status/", get(super::build_status::status))
         .route("/api/builds/{id}/testjobs/", get(pending("CI test jobs")))
-        .route("/api/builds/{id}/testjobs_summary/", get(pending("CI test jobs")))
+        .route("/api/builds/{id}/testjobs_summary/", get(super::testjobs_summary::summary))
         .route("/api/builds/{id}/failures_with_confidence/", get(pending("failures with confidence")))
         .route("/api/builds/{id}/cancel/", post(pending("CI test jobs")))
         .route("/api/builds/{id}/email/", get(pending("build reports")))

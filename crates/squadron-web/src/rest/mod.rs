@@ -18,6 +18,7 @@ mod projects;
 mod root;
 mod suites;
 mod tasks;
+mod testjobs_summary;
 mod testruns;
 mod tests;
 
