@@ -92,6 +92,39 @@ both_engines! {
         assert_eq!((status, body), (200, json!({"results": {}})));
     }
 
+    async fn annotations_are_written_by_group_admins(db: TestDb) {
+        let api = Api::new(db).await;
+        api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;
+        api.run("private", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;
+        let (build, private) = (api.build("p", "v1").await, api.build("private", "v1").await);
+        let link = api.url(&format!("/api/builds/{build}/"));
+        let body = json!({"build": link, "description": "bisected"});
+        assert_eq!(api.send(Method::POST, "/api/annotations/", None, body.clone()).await.0, 401);
+        assert_eq!(api.send(Method::POST, "/api/annotations/", Some(&api.submitter), body.clone()).await.0, 403);
+        let (status, created) = api.send(Method::POST, "/api/annotations/", Some(&api.admin), body.clone()).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_i64().unwrap();
+        assert_eq!(created, json!({"url": api.url(&format!("/api/annotations/{id}/")), "id": id, "description": "bisected", "build": link}));
+        let (status, again) = api.send(Method::POST, "/api/annotations/", Some(&api.admin), body).await;
+        assert_eq!(status, 400, "one annotation per build: {again}");
+        assert!(again["detail"].as_str().unwrap().contains("build"), "{again}");
+        let long = json!({"build": api.url(&format!("/api/builds/{private}/")), "description": "x".repeat(1025)});
+        assert_eq!(api.send(Method::POST, "/api/annotations/", Some(&api.admin), long).await.0, 400);
+        let (status, _) = api.send(Method::POST, "/api/annotations/", Some(&api.admin), json!({"build": api.url(&format!("/api/builds/{private}/"))})).await;
+        assert_eq!(status, 201, "a description is optional");
+
+        // Anonymous callers see the public project's annotation only.
+        assert_eq!(api.ok("/api/annotations/").await["count"], 1);
+        assert_eq!(api.get("/api/annotations/", Some(&api.member)).await.1["count"], 2);
+        assert_eq!(api.ok(&format!("/api/annotations/?build={build}")).await["results"][0]["id"].as_i64(), Some(id));
+        assert_eq!(api.ok("/api/annotations/?description=nope").await["count"], 0);
+        let (status, patched) = api.send(Method::PATCH, &format!("/api/annotations/{id}/"), Some(&api.admin), json!({"description": "reverted"})).await;
+        assert_eq!((status, patched["description"].as_str()), (200, Some("reverted")));
+        assert_eq!(api.send(Method::DELETE, &format!("/api/annotations/{id}/"), Some(&api.member), json!({})).await.0, 403);
+        assert_eq!(api.send(Method::DELETE, &format!("/api/annotations/{id}/"), Some(&api.admin), json!({})).await.0, 204);
+        assert_eq!(api.get(&format!("/api/annotations/{id}/"), None).await.0, 404);
+    }
+
     async fn build_callbacks_listed_and_attached_by_submitters(db: TestDb) {
         let api = Api::new(db).await;
         api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;

@@ -3,6 +3,7 @@
 //! django-rest-framework-filters' filters, and visibility by project on
 //! every list.
 
+mod annotations;
 mod build_status;
 mod builds;
 mod compare;
@@ -47,6 +48,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(environments::routes())
         .merge(knownissues::routes())
         .merge(metricthresholds::routes())
+        .merge(annotations::routes())
         .merge(tasks::routes())
 }
 
