@@ -92,6 +92,68 @@ both_engines! {
         assert_eq!((status, body), (200, json!({"results": {}})));
     }
 
+    async fn failures_with_confidence_look_back_over_earlier_builds(db: TestDb) {
+        let api = Api::new(db).await;
+        // s/a: pass, fail, pass (twice in v3), then fails in v5; v4 has no x86 run.
+        api.run("p", "v1", "x86", "1", r#"{"s/a": "pass", "s/b": "fail"}"#, "{}").await;
+        api.run("p", "v2", "x86", "1", r#"{"s/a": "fail", "s/b": "fail"}"#, "{}").await;
+        api.run("p", "v3", "x86", "1", r#"{"s/a": "pass"}"#, "{}").await;
+        api.run("p", "v3", "x86", "2", r#"{"s/a": "pass"}"#, "{}").await;
+        api.run("p", "v4", "arm", "1", r#"{"s/a": "pass"}"#, "{}").await;
+        let run = api.run("p", "v5", "x86", "1", r#"{"s/a": "fail", "s/b": "fail", "s/c": "pass", "s/d": "fail", "s/e": "skip"}"#, "{}").await;
+        api.run("p", "v5", "arm", "1", r#"{"s/a": "fail"}"#, "{}").await;
+        // s/d is a known issue: an xfail, not a failure.
+        api.db.execute(&format!(
+            "UPDATE tests SET has_known_issues = TRUE WHERE test_run_id = {run} AND metadata_id = \
+             (SELECT id FROM suite_metadata WHERE kind = 'test' AND suite = 's' AND name = 'd')"
+        )).await;
+        let v5 = api.build("p", "v5").await;
+        let page = api.ok(&format!("/api/builds/{v5}/failures_with_confidence/")).await;
+        assert_eq!((page["count"].as_i64(), page["next"].clone()), (Some(3), Value::Null), "{page}");
+        let results = page["results"].as_array().unwrap();
+        let summary: Vec<(String, String, Value)> = results.iter().map(|r| {
+            let env = r["environment"].as_str().unwrap().to_string();
+            (r["name"].as_str().unwrap().to_string(), env, r["confidence"].clone())
+        }).collect();
+        let x86 = api.url(&format!("/api/environments/{}/", api.db.scalar("SELECT id FROM environments WHERE slug = 'x86'").await));
+        let arm = api.url(&format!("/api/environments/{}/", api.db.scalar("SELECT id FROM environments WHERE slug = 'arm'").await));
+        assert_eq!(summary, vec![
+            ("s/a".to_string(), x86.clone(), json!({"count": 4, "passes": 3, "score": 75.0})),
+            ("s/b".to_string(), x86.clone(), json!({"count": 2, "passes": 0, "score": 0.0})),
+            ("s/a".to_string(), arm.clone(), json!({"count": 1, "passes": 1, "score": 100.0})),
+        ]);
+        let first = &results[0];
+        assert_eq!(first["short_name"], "a");
+        for absent in ["url", "status", "result", "known_issues", "has_known_issues"] {
+            assert!(first.get(absent).is_none(), "{absent} is left out: {first}");
+        }
+        assert_eq!(first["build"], api.url(&format!("/api/builds/{v5}/")));
+        assert_eq!(first["test_run"], api.url(&format!("/api/testruns/{run}/")));
+
+        // Only the project's last build_confidence_count builds count.
+        api.db.execute("UPDATE projects SET build_confidence_count = 2 WHERE slug = 'p'").await;
+        let page = api.ok(&format!("/api/builds/{v5}/failures_with_confidence/?limit=1")).await;
+        assert_eq!(page["results"][0]["confidence"], json!({"count": 2, "passes": 2, "score": 100.0}), "v3 and v4 only");
+        assert_eq!(page["count"], 3);
+        assert!(page["next"].as_str().unwrap().contains("offset=1"), "{page}");
+        // Releases only: v2 is the only release among the earlier builds.
+        api.db.execute("UPDATE builds SET is_release = TRUE WHERE version = 'v2'").await;
+        let page = api.ok(&format!("/api/builds/{v5}/failures_with_confidence/?releases_only=true&limit=1")).await;
+        assert_eq!(page["results"][0]["confidence"], json!({"count": 1, "passes": 0, "score": 0.0}));
+        // No history at all: a score of 0.
+        let v1 = api.build("p", "v1").await;
+        let page = api.ok(&format!("/api/builds/{v1}/failures_with_confidence/")).await;
+        assert_eq!(page["results"][0]["confidence"], json!({"count": 0, "passes": 0, "score": 0}));
+
+        let (status, body) = api.get(&format!("/api/builds/{v5}/failures_with_confidence/?releases_only=maybe"), None).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("releases_only"), "{body}");
+        let private = { api.run("private", "v1", "x86", "1", r#"{"a": "fail"}"#, "{}").await; api.build("private", "v1").await };
+        assert_eq!(api.get(&format!("/api/builds/{private}/failures_with_confidence/"), None).await.0, 404);
+        let (status, body) = api.get(&format!("/api/builds/{private}/failures_with_confidence/"), Some(&api.member)).await;
+        assert_eq!((status, body["count"].as_i64()), (200, Some(1)));
+    }
+
     async fn annotations_are_written_by_group_admins(db: TestDb) {
         let api = Api::new(db).await;
         api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;

@@ -235,7 +235,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/status/", get(super::build_status::status))
         .route("/api/builds/{id}/testjobs/", get(pending("CI test jobs")))
         .route("/api/builds/{id}/testjobs_summary/", get(super::testjobs_summary::summary))
-        .route("/api/builds/{id}/failures_with_confidence/", get(pending("failures with confidence")))
+        .route("/api/builds/{id}/failures_with_confidence/", get(super::failures::failures_with_confidence))
         .route("/api/builds/{id}/cancel/", post(pending("CI test jobs")))
         .route("/api/builds/{id}/email/", get(pending("build reports")))
         .route("/api/builds/{id}/report/", get(pending("build reports")).post(pending("build reports")))

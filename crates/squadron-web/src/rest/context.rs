@@ -104,6 +104,16 @@ impl Rest {
         self.params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// A boolean query parameter: false when absent or empty, a 400 naming
+    /// it when it is neither true nor false.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.param(name).map(str::trim) {
+            None | Some("") => Ok(false),
+            Some(raw) => super::filter::parse_bool(raw)
+                .ok_or_else(|| ApiError::bad_request(format!("{name}: {raw:?} is not true or false"))),
+        }
+    }
+
     /// An absolute API URL: `api("builds/3/")`.
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/{path}", self.base)

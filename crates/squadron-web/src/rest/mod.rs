@@ -10,6 +10,7 @@ mod compare;
 mod callbacks;
 mod context;
 mod environments;
+mod failures;
 mod filter;
 mod groups;
 mod knownissues;

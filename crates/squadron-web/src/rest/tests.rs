@@ -92,24 +92,26 @@ fn visible_runs(rest: &Rest, sql: &mut Sql) {
     sql.append(&runs).push(")");
 }
 
+/// A test with its suite and short name.
 #[derive(sqlx::FromRow)]
-struct TestRow {
-    id: i64,
-    test_run_id: i64,
-    suite_id: i64,
-    metadata_id: i64,
-    build_id: i64,
-    environment_id: i64,
-    result: Option<bool>,
-    has_known_issues: Option<bool>,
-    log: Option<String>,
-    suite: String,
-    name: String,
+pub(crate) struct TestRow {
+    pub id: i64,
+    pub test_run_id: i64,
+    pub suite_id: i64,
+    pub metadata_id: i64,
+    pub build_id: i64,
+    pub environment_id: i64,
+    pub result: Option<bool>,
+    pub has_known_issues: Option<bool>,
+    pub log: Option<String>,
+    pub suite: String,
+    pub name: String,
 }
 
 keyed_by_id!(TestRow);
 
-fn test_select() -> String {
+/// `SELECT` of [`TestRow`]s: tests `t` joined with their names `m`.
+pub(crate) fn test_select() -> String {
     format!(
         "SELECT t.id, t.test_run_id, t.suite_id, t.metadata_id, t.build_id, t.environment_id, t.result, \
          t.has_known_issues, t.log, m.suite, m.name FROM tests t {JOINS}"
@@ -117,7 +119,15 @@ fn test_select() -> String {
 }
 
 /// The relations shared by tests and metrics, less the keys in `without`.
-fn relations(o: &mut JsonObject, without: &[&str], build: i64, environment: i64, run: i64, suite: i64, metadata: i64) {
+pub(crate) fn relations(
+    o: &mut JsonObject,
+    without: &[&str],
+    build: i64,
+    environment: i64,
+    run: i64,
+    suite: i64,
+    metadata: i64,
+) {
     for (key, collection, id) in [
         ("build", "builds", build),
         ("environment", "environments", environment),
