@@ -154,6 +154,56 @@ both_engines! {
         assert_eq!((status, body["count"].as_i64()), (200, Some(1)));
     }
 
+    async fn a_test_across_builds_with_duplicates_resolved(db: TestDb) {
+        let api = Api::new(db).await;
+        api.run("p", "v1", "x86", "1", r#"{"s/a": "pass"}"#, "{}").await;
+        api.run("p", "v1", "arm", "1", r#"{"s/b": "pass"}"#, "{}").await;
+        for (env, job, result) in [("x86", "1", "fail"), ("x86", "2", "pass"), ("x86", "3", "fail"), ("arm", "1", "pass"), ("arm", "2", "fail")] {
+            api.run("p", "v2", env, job, &format!(r#"{{"s/a": "{result}"}}"#), "{}").await;
+        }
+        let project = api.db.scalar("SELECT id FROM projects WHERE slug = 'p'").await;
+        let (v1, v2) = (api.build("p", "v1").await, api.build("p", "v2").await);
+        let results = api.ok(&format!("/api/projects/{project}/test_results/?test_name=s/a")).await;
+        let builds = results.as_array().expect("a bare list, as SQUAD answers");
+        assert_eq!(builds.len(), 2);
+        assert_eq!(builds[0]["build"]["id"].as_i64(), Some(v2), "newest first");
+        assert_eq!(builds[0]["build"]["version"], "v2");
+        assert_eq!(builds[0]["build_url_path"], "/g/p/build/v2/");
+        let envs = builds[0]["environments"].as_array().unwrap();
+        let slugs: Vec<&str> = envs.iter().map(|e| e["environment"]["slug"].as_str().unwrap()).collect();
+        assert_eq!(slugs, ["arm", "x86"], "environments by name, then slug");
+        // Two of three x86 runs failed: fail, with 2/3 confidence.
+        let x86 = &envs[1]["test"];
+        assert_eq!((x86["status"].as_str(), x86["confidence"].as_f64()), (Some("fail"), Some(2.0 / 3.0 * 100.0)), "{x86}");
+        assert!(x86.get("known_issues").is_none());
+        assert_eq!(x86["name"], "s/a");
+        // One pass and one failure on arm: a tie goes to fail.
+        let arm = &envs[0]["test"];
+        assert_eq!((arm["status"].as_str(), arm["confidence"].as_f64()), (Some("fail"), Some(50.0)), "{arm}");
+        let last_arm_run = api.db.scalar(&format!("SELECT MAX(id) FROM testruns WHERE build_id = {v2} AND environment_id = (SELECT id FROM environments WHERE slug = 'arm')")).await;
+        assert_eq!(envs[0]["test_url_path"], format!("/g/p/build/v2/testrun/{last_arm_run}/suite/s/test/a/history/"));
+        // v1: one x86 result (no confidence), and no test on arm.
+        let envs = builds[1]["environments"].as_array().unwrap();
+        assert_eq!(builds[1]["build"]["id"].as_i64(), Some(v1));
+        assert_eq!((envs[1]["test"]["status"].as_str(), envs[1]["test"].get("confidence")), (Some("pass"), None));
+        assert_eq!(envs[0]["test"], json!({"short_name": "", "build": null, "environment": null, "test_run": null, "suite": null,
+            "metadata": null, "result": null, "log": "", "has_known_issues": null, "known_issues": []}));
+        assert!(envs[0].get("test_url_path").is_none());
+
+        let one = api.ok(&format!("/api/projects/{project}/test_results/?test_name=s/a&limit=1&offset=1")).await;
+        assert_eq!(one.as_array().unwrap().len(), 1);
+        assert_eq!(one[0]["build"]["version"], "v1");
+        for query in ["", "?test_name=s/nope", "?test_name=nope"] {
+            let (status, body) = api.get(&format!("/api/projects/{project}/test_results/{query}"), None).await;
+            assert_eq!(status, 400, "{query}: {body}");
+        }
+        let private = api.db.scalar("SELECT id FROM projects WHERE slug = 'private'").await;
+        assert_eq!(api.get(&format!("/api/projects/{private}/test_results/?test_name=s/a"), None).await.0, 404);
+        // A test known elsewhere but not in this project's suites: nothing.
+        let (status, body) = api.get(&format!("/api/projects/{private}/test_results/?test_name=s/a"), Some(&api.admin)).await;
+        assert_eq!((status, body), (200, json!([])));
+    }
+
     async fn annotations_are_written_by_group_admins(db: TestDb) {
         let api = Api::new(db).await;
         api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;

@@ -20,6 +20,7 @@ mod projects;
 mod root;
 mod suites;
 mod tasks;
+mod test_results;
 mod testjobs_summary;
 mod testruns;
 mod tests;
