@@ -204,6 +204,64 @@ both_engines! {
         assert_eq!((status, body), (200, json!([])));
     }
 
+    async fn metric_chart_data_as_json_and_csv(db: TestDb) {
+        let api = Api::new(db).await;
+        api.run("p", "v1", "x86", "1", r#"{"t/a": "pass", "t/b": "pass", "t/c": "fail"}"#, r#"{"bench/speed": [1, 2, 3], "bench/size": 10}"#).await;
+        api.run("p", "v2", "x86", "1", r#"{"t/a": "pass"}"#, r#"{"bench/speed": [4, 6]}"#).await;
+        api.run("p", "v2", "arm", "1", r#"{"t/a": "fail"}"#, r#"{"bench/speed": 5}"#).await;
+        let (v1, v2) = (api.build("p", "v1").await, api.build("p", "v2").await);
+        let epoch = |id: i64| {
+            let api = &api;
+            async move {
+                let build = api.ok(&format!("/api/builds/{id}/")).await;
+                chrono::DateTime::parse_from_rfc3339(build["datetime"].as_str().unwrap()).unwrap().timestamp()
+            }
+        };
+        let (e1, e2) = (epoch(v1).await, epoch(v2).await);
+        let (status, _) = api.send(Method::POST, "/api/annotations/", Some(&api.admin), json!({"build": api.url(&format!("/api/builds/{v2}/")), "description": "new compiler"})).await;
+        assert_eq!(status, 201);
+        let speed_id = |build: i64| format!("SELECT x.id FROM metrics x JOIN environments e ON e.id = x.environment_id WHERE x.build_id = {build} AND e.slug = 'x86' AND x.metadata_id = (SELECT id FROM suite_metadata WHERE name = 'speed')");
+        let (m1, m2) = (api.db.scalar(&speed_id(v1)).await, api.db.scalar(&speed_id(v2)).await);
+
+        let data = api.ok("/api/data/g/p/?metric=bench/speed&metric=:tests:&environment=x86").await;
+        assert_eq!(data, json!({
+            "bench/speed": {"x86": [
+                [e1, 2.0, "v1", "", m1, "False", 1.0, 3.0],
+                [e2, 5.0, "v2", "new compiler", m2, "False", 4.0, 6.0],
+            ]},
+            ":tests:": {"x86": [[e1, 66, "v1", ""], [e2, 100, "v2", "new compiler"]]},
+        }));
+        // No metric asked: :tests: and every metric of the project.
+        let all = api.ok("/api/data/g/p/?environment=arm").await;
+        let keys: Vec<&String> = all.as_object().unwrap().keys().collect();
+        assert_eq!(keys, [":tests:", "bench/size", "bench/speed"]);
+        assert_eq!(all[":tests:"]["arm"], json!([[e2, 0, "v2", "new compiler"]]));
+        assert_eq!(all["bench/size"]["arm"], json!([]));
+        let summary = api.ok("/api/data/g/p/?metric=:summary:&environment=x86&environment=arm").await;
+        let x86 = summary[":summary:"]["x86"].as_array().unwrap();
+        assert_eq!(x86.len(), 2, "{summary}");
+        assert_eq!((x86[1][0].as_i64(), x86[1][2].as_str(), x86[1][3].as_str()), (Some(e2), Some("v2"), Some("new compiler")));
+        assert!(x86[1][1].as_f64().unwrap() > 0.0, "the build's metrics summary: {summary}");
+        let dynamic = api.ok("/api/data/g/p/?metric=:dynamic_summary:&metric=bench/speed&environment=arm").await;
+        let mean = dynamic[":dynamic_summary:"]["arm"][0][1].as_f64().unwrap();
+        assert!((mean - 5.0).abs() < 1e-9, "the geometric mean of one 5: {dynamic}");
+        // Dates bound the runs' creation.
+        assert_eq!(api.ok("/api/data/g/p/?metric=bench/speed&environment=x86&date_end=01-01-2000").await["bench/speed"]["x86"], json!([]));
+
+        let (status, content_type, csv) = api.text("/api/data/g/p/?metric=bench/speed&environment=x86&format=csv").await;
+        assert_eq!((status, content_type.as_str()), (200, "text/csv; charset=utf-8"));
+        assert_eq!(csv, format!("\"bench/speed\",\"x86\",\"{e1}\",\"2.0\",\"v1\",\"\",\"{m1}\",\"False\",\"1.0\",\"3.0\"\n\
+            \"bench/speed\",\"x86\",\"{e2}\",\"5.0\",\"v2\",\"new compiler\",\"{m2}\",\"False\",\"4.0\",\"6.0\""));
+
+        for (query, status) in [("format=xml", 400), ("date_start=2024-01-01", 400), ("date_end=13-45-2024", 400)] {
+            let (code, body) = api.get(&format!("/api/data/g/p/?{query}"), None).await;
+            assert_eq!(code, status, "{query}: {body}");
+        }
+        assert_eq!(api.get("/api/data/g/private/?metric=:tests:", None).await.0, 401);
+        assert_eq!(api.get("/api/data/g/private/?metric=:tests:", Some(&api.member)).await.0, 200);
+        assert_eq!(api.get("/api/data/g/nope/", None).await.0, 404);
+    }
+
     async fn annotations_are_written_by_group_admins(db: TestDb) {
         let api = Api::new(db).await;
         api.run("p", "v1", "x86", "1", r#"{"a": "pass"}"#, "{}").await;

@@ -6,8 +6,8 @@
 mod annotations;
 mod build_status;
 mod builds;
-mod compare;
 mod callbacks;
+mod compare;
 mod context;
 mod environments;
 mod failures;
@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::form::{read_form, Keep, Limits};
 use crate::AppState;
-pub(crate) use context::Rest;
+pub(crate) use context::{form_urlencoded, Rest};
 
 /// Every REST route.
 pub(crate) fn routes() -> Router<AppState> {
