@@ -24,6 +24,13 @@ pub struct CallbackSpec {
     pub record_response: bool,
 }
 
+/// The headers a project adds to its callbacks: the `CALLBACK_HEADERS`
+/// mapping of its settings (none when the settings do not parse).
+pub fn project_callback_headers(project_settings: &str) -> Map<String, Value> {
+    let settings = crate::settings::parse_settings(project_settings).unwrap_or_default();
+    settings.get("CALLBACK_HEADERS").and_then(Value::as_object).cloned().unwrap_or_default()
+}
+
 /// Builds a callback from `callback_*` form fields, as SQUAD's
 /// `create_callback`: no `callback_url` means no callback. Project headers
 /// (`CALLBACK_HEADERS` setting) are merged under the request's.
@@ -111,6 +118,14 @@ mod tests {
         assert_eq!(cb.event, ON_BUILD_FINISHED);
         assert_eq!(cb.headers.as_deref(), Some(r#"{"A":"project","B":"request"}"#));
         assert!(cb.record_response && !cb.payload_is_json);
+    }
+
+    #[test]
+    fn project_headers_from_settings() {
+        let headers = project_callback_headers("CALLBACK_HEADERS:\n  X-Token: abc\n");
+        assert_eq!(headers.get("X-Token"), Some(&Value::from("abc")));
+        assert!(project_callback_headers("not: [valid").is_empty());
+        assert!(project_callback_headers("").is_empty());
     }
 
     #[test]

@@ -51,6 +51,21 @@ impl TestStatus {
     }
 }
 
+/// The status of a test that a build has several times in one environment
+/// (SQUAD's `test_confidence`): the most common one, ties going to fail,
+/// then pass, xfail and skip; with the share of the duplicates that have
+/// it, in percent. `None` when there are no statuses.
+pub fn resolve_duplicates(statuses: &[TestStatus]) -> Option<(TestStatus, f64)> {
+    const PRIORITY: [TestStatus; 4] = [TestStatus::Fail, TestStatus::Pass, TestStatus::Xfail, TestStatus::Skip];
+    let counts = PRIORITY.map(|s| statuses.iter().filter(|&&t| t == s).count());
+    let most = *counts.iter().max()?;
+    if most == 0 {
+        return None;
+    }
+    let index = counts.iter().position(|&n| n == most)?;
+    Some((PRIORITY[index], most as f64 / statuses.len() as f64 * 100.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +78,17 @@ mod tests {
         for other in ["skip", "xfail", "", "passed", "error", "unknown"] {
             assert_eq!(parse_result(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn duplicates_resolve_to_the_most_common_status_then_by_priority() {
+        use TestStatus::*;
+        assert_eq!(resolve_duplicates(&[]), None);
+        assert_eq!(resolve_duplicates(&[Skip]), Some((Skip, 100.0)));
+        assert_eq!(resolve_duplicates(&[Pass, Fail, Pass]), Some((Pass, 2.0 / 3.0 * 100.0)), "computed as SQUAD does");
+        assert_eq!(resolve_duplicates(&[Pass, Fail]), Some((Fail, 50.0)));
+        assert_eq!(resolve_duplicates(&[Skip, Xfail, Pass, Pass, Skip, Xfail]), Some((Pass, 2.0 / 6.0 * 100.0)));
+        assert_eq!(resolve_duplicates(&[Skip, Xfail]), Some((Xfail, 50.0)));
     }
 
     #[test]

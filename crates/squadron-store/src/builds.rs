@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use squadron_core::callbacks::CallbackSpec;
 
 use crate::sql::{fetch_id_in, Assignments, Sql};
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, WriteTx};
 
 /// A build: one version of a project.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -50,6 +50,20 @@ pub struct PatchFields<'a> {
     pub baseline: Option<&'a str>,
     /// The patch's id in its source.
     pub id: Option<&'a str>,
+}
+
+/// Attaches a callback to a build in `tx`; false when the build already
+/// has a callback to that URL for that event (nothing is written then).
+pub async fn insert_callback(tx: &mut WriteTx, build_id: i64, cb: &CallbackSpec) -> Result<bool, StoreError> {
+    let mut sql = Sql::new(
+        "INSERT INTO callbacks (build_id, url, method, event, headers, payload, payload_is_json, record_response) \
+         VALUES (",
+    );
+    sql.bind(build_id).push(", ").bind(cb.url.as_str()).push(", ").bind(cb.method.as_str());
+    sql.push(", ").bind(cb.event.as_str()).push(", ").bind_optional(cb.headers.clone());
+    sql.push(", ").bind_optional(cb.payload.clone()).push(", ").bind(cb.payload_is_json);
+    sql.push(", ").bind(cb.record_response).push(") ON CONFLICT (build_id, url, event) DO NOTHING");
+    Ok(tx.execute(&sql).await? == 1)
 }
 
 impl Store {
@@ -102,14 +116,7 @@ impl Store {
             }
         });
         if let Some(cb) = callback {
-            let inserted = with_tx!(tx, c => sqlx::query(
-                "INSERT INTO callbacks (build_id, url, method, event, headers, payload, payload_is_json, record_response) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (build_id, url, event) DO NOTHING",
-            )
-            .bind(build.id).bind(&cb.url).bind(&cb.method).bind(&cb.event).bind(&cb.headers)
-            .bind(&cb.payload).bind(cb.payload_is_json).bind(cb.record_response)
-            .execute(&mut *c).await.map(|r| r.rows_affected()))?;
-            if inserted == 0 {
+            if !insert_callback(&mut tx, build.id, cb).await? {
                 return Err(StoreError::AlreadyExists(format!(
                     "a callback to {} on {} for build {version:?}",
                     cb.url, cb.event

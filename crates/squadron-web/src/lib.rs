@@ -3,6 +3,7 @@
 //! status codes, so `squad-client` and existing CI scripts work unchanged.
 
 mod auth;
+mod data;
 pub mod error;
 mod form;
 mod native;
@@ -80,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/submit/{group}/{project}/{build}/{environment}/", post(native::submit))
         .route("/api/createbuild/{group}/{project}/{version}", post(native::create_build))
         .route("/api/createbuild/{group}/{project}/{version}/", post(native::create_build))
+        .route("/api/data/{group}/{project}", get(data::data))
+        .route("/api/data/{group}/{project}/", get(data::data))
         .route("/api/version/", get(native::version))
         .route("/api/version", get(native::version))
         .merge(rest::routes())

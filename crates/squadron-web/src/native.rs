@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::Value;
-use squadron_core::callbacks::callback_from_form;
+use squadron_core::callbacks::{callback_from_form, project_callback_headers};
 use squadron_core::names::is_valid_slug;
-use squadron_core::settings::parse_settings;
 use squadron_core::submission::{metadata_from_form_fields, parse_metadata, SPECIAL_METADATA_FIELDS};
 use squadron_queue::Queue;
 use squadron_status::{on_publish, update_build_status, Updated};
@@ -154,8 +152,7 @@ pub(crate) async fn create_build(
         return Err(ApiError::forbidden("User needs permission to submit results."));
     }
     let form = read_form(&state.blobs, &headers, body, state.limits(), &|_| Keep::Text).await?;
-    let settings = parse_settings(&access.project.project_settings).unwrap_or_default();
-    let project_headers = settings.get("CALLBACK_HEADERS").and_then(Value::as_object).cloned().unwrap_or_default();
+    let project_headers = project_callback_headers(&access.project.project_settings);
     let callback = callback_from_form(|k| form.text(k), &project_headers).map_err(ApiError::bad_request)?;
     let given = |name: &str| form.text(name).filter(|v| !v.is_empty());
     let patch = PatchFields { source: given("patch_source"), baseline: given("patch_baseline"), id: given("patch_id") };

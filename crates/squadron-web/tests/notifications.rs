@@ -18,13 +18,6 @@ impl Api {
         assert_eq!(status, 201, "{body}");
         self.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {body}")).await
     }
-
-    async fn get_text(&self, path: &str) -> (u16, String, String) {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
-        (status, content_type, resp.text().await.unwrap())
-    }
 }
 
 both_engines! {

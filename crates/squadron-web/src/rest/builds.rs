@@ -32,11 +32,12 @@ pub(crate) static BUILD_FILTERS: FilterSet = FilterSet {
 /// `squadron-status`; a build without a status is not).
 const FINISHED: &str = "COALESCE((SELECT s.finished FROM build_status s WHERE s.build_id = b.id), FALSE)";
 
+/// A build as the API shows it.
 #[derive(sqlx::FromRow)]
-struct BuildRow {
+pub(crate) struct BuildRow {
     id: i64,
     project_id: i64,
-    version: String,
+    pub version: String,
     created_at: DateTime<Utc>,
     datetime: DateTime<Utc>,
     patch_source_id: Option<i64>,
@@ -52,7 +53,8 @@ struct BuildRow {
 
 keyed_by_id!(BuildRow);
 
-fn select() -> String {
+/// `SELECT` of [`BuildRow`]s, from builds `b`.
+pub(crate) fn select() -> String {
     format!(
         "SELECT b.id, b.project_id, b.version, b.created_at, b.datetime, b.patch_source_id, b.patch_baseline_id, \
          b.patch_id, b.patch_url, b.patch_notified, b.keep_data, b.is_release, b.release_label, {FINISHED} AS finished \
@@ -60,7 +62,8 @@ fn select() -> String {
     )
 }
 
-fn render(rest: &Rest, b: &BuildRow) -> Value {
+/// A build as SQUAD's `BuildSerializer` shows it.
+pub(crate) fn render(rest: &Rest, b: &BuildRow) -> Value {
     let link = |what: &str| json!(rest.api(&format!("builds/{}/{what}/", b.id)));
     let mut m = Map::new();
     m.insert("url".into(), json!(rest.api(&format!("builds/{}/", b.id))));
@@ -187,11 +190,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/metrics/", get(super::tests::build_metrics))
         .route("/api/builds/{id}/status/", get(super::build_status::status))
         .route("/api/builds/{id}/testjobs/", get(pending("CI test jobs")))
-        .route("/api/builds/{id}/testjobs_summary/", get(pending("CI test jobs")))
-        .route("/api/builds/{id}/failures_with_confidence/", get(pending("failures with confidence")))
+        .route("/api/builds/{id}/testjobs_summary/", get(super::testjobs_summary::summary))
+        .route("/api/builds/{id}/failures_with_confidence/", get(super::failures::failures_with_confidence))
         .route("/api/builds/{id}/cancel/", post(pending("CI test jobs")))
         .route("/api/builds/{id}/email/", get(super::reports::email))
         .route("/api/builds/{id}/report/", get(pending("build reports")).post(pending("build reports")))
-        .route("/api/builds/{id}/callbacks/", get(pending("build callbacks")).post(pending("build callbacks")))
+        .route("/api/builds/{id}/callbacks/", get(super::callbacks::list).post(super::callbacks::create))
         .route("/api/builds/{id}/compare/", get(super::compare::compare_build))
 }

@@ -5,6 +5,7 @@ use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
+use squadron_core::access::Caller;
 use squadron_store::accounts::User;
 use squadron_store::sql::{Row, Sql};
 
@@ -103,6 +104,16 @@ impl Rest {
         self.params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// A boolean query parameter: false when absent or empty, a 400 naming
+    /// it when it is neither true nor false.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.param(name).map(str::trim) {
+            None | Some("") => Ok(false),
+            Some(raw) => super::filter::parse_bool(raw)
+                .ok_or_else(|| ApiError::bad_request(format!("{name}: {raw:?} is not true or false"))),
+        }
+    }
+
     /// An absolute API URL: `api("builds/3/")`.
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/{path}", self.base)
@@ -150,10 +161,20 @@ impl Rest {
     /// Checks that the caller administers the group (or is a superuser):
     /// what REST writes need.
     pub async fn require_admin(&self, group_id: i64) -> Result<(), ApiError> {
+        self.require(group_id, Caller::can_write).await
+    }
+
+    /// Checks that the caller may submit results to the group's projects
+    /// (or is a superuser).
+    pub async fn require_submitter(&self, group_id: i64) -> Result<(), ApiError> {
+        self.require(group_id, Caller::can_submit_results).await
+    }
+
+    async fn require(&self, group_id: i64, allowed: fn(&Caller) -> bool) -> Result<(), ApiError> {
         if self.user.is_none() {
             return Err(ApiError::unauthorized("Authentication credentials were not provided."));
         }
-        if !caller_in(&self.state, self.user.as_ref(), group_id).await?.can_write() {
+        if !allowed(&caller_in(&self.state, self.user.as_ref(), group_id).await?) {
             return Err(ApiError::forbidden("You do not have permission to perform this action."));
         }
         Ok(())

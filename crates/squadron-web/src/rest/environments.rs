@@ -28,9 +28,10 @@ pub(crate) static ENVIRONMENT_FILTERS: FilterSet = FilterSet {
     unsupported: &[],
 };
 
+/// An environment as the API shows it.
 #[derive(sqlx::FromRow)]
-struct EnvironmentRow {
-    id: i64,
+pub(crate) struct EnvironmentRow {
+    pub id: i64,
     project_id: i64,
     slug: String,
     name: Option<String>,
@@ -40,10 +41,12 @@ struct EnvironmentRow {
 
 keyed_by_id!(EnvironmentRow);
 
-const SELECT: &str =
+/// `SELECT` of [`EnvironmentRow`]s, from environments `e`.
+pub(crate) const SELECT: &str =
     "SELECT e.id, e.project_id, e.slug, e.name, e.expected_test_runs, e.description FROM environments e";
 
-fn render(rest: &Rest, e: &EnvironmentRow) -> Value {
+/// An environment as SQUAD's `EnvironmentSerializer` shows it.
+pub(crate) fn render(rest: &Rest, e: &EnvironmentRow) -> Value {
     let mut m = Map::new();
     m.insert("url".into(), json!(rest.api(&format!("environments/{}/", e.id))));
     m.insert("id".into(), json!(e.id));

@@ -138,7 +138,8 @@ fn parse_value(param: &str, kind: Kind, raw: &str) -> Result<Value, ApiError> {
     })
 }
 
-fn parse_bool(raw: &str) -> Option<bool> {
+/// A boolean as Django's filters read it (`true`/`True`/`1`, `false`/…).
+pub(crate) fn parse_bool(raw: &str) -> Option<bool> {
     match raw {
         "true" | "True" | "1" => Some(true),
         "false" | "False" | "0" => Some(false),

@@ -3,12 +3,15 @@
 //! django-rest-framework-filters' filters, and visibility by project on
 //! every list.
 
+mod annotations;
 mod build_status;
 mod builds;
+mod callbacks;
 mod compare;
 mod context;
 mod emailtemplates;
 mod environments;
+mod failures;
 mod filter;
 mod groups;
 mod knownissues;
@@ -19,6 +22,8 @@ mod reports;
 mod root;
 mod suites;
 mod tasks;
+mod test_results;
+mod testjobs_summary;
 mod testruns;
 mod tests;
 
@@ -32,7 +37,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::form::{read_form, Keep, Limits};
 use crate::AppState;
-pub(crate) use context::Rest;
+pub(crate) use context::{form_urlencoded, Rest};
 
 /// Every REST route.
 pub(crate) fn routes() -> Router<AppState> {
@@ -48,6 +53,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(knownissues::routes())
         .merge(metricthresholds::routes())
         .merge(emailtemplates::routes())
+        .merge(annotations::routes())
         .merge(tasks::routes())
 }
 

@@ -45,8 +45,8 @@ pub(crate) static PROJECT_FILTERS: FilterSet = FilterSet {
 pub(crate) struct ProjectRow {
     pub id: i64,
     pub group_id: i64,
-    group_slug: String,
-    slug: String,
+    pub group_slug: String,
+    pub slug: String,
     name: Option<String>,
     pub is_public: bool,
     html_mail: bool,
@@ -308,7 +308,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/projects/{id}/suites/", get(suites))
         .route("/api/projects/{id}/tests/", get(tests))
         .route("/api/projects/{id}/builds/", get(super::builds::project_builds))
-        .route("/api/projects/{id}/test_results/", get(|| async { not_implemented("test results across builds") }))
+        .route("/api/projects/{id}/test_results/", get(super::test_results::test_results))
         .route(
             "/api/projects/{id}/compare_builds/",
             get(super::compare::compare_builds).post(super::compare::compare_builds),

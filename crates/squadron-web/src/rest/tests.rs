@@ -92,24 +92,26 @@ fn visible_runs(rest: &Rest, sql: &mut Sql) {
     sql.append(&runs).push(")");
 }
 
+/// A test with its suite and short name.
 #[derive(sqlx::FromRow)]
-struct TestRow {
-    id: i64,
-    test_run_id: i64,
-    suite_id: i64,
-    metadata_id: i64,
-    build_id: i64,
-    environment_id: i64,
-    result: Option<bool>,
-    has_known_issues: Option<bool>,
-    log: Option<String>,
-    suite: String,
-    name: String,
+pub(crate) struct TestRow {
+    pub id: i64,
+    pub test_run_id: i64,
+    pub suite_id: i64,
+    pub metadata_id: i64,
+    pub build_id: i64,
+    pub environment_id: i64,
+    pub result: Option<bool>,
+    pub has_known_issues: Option<bool>,
+    pub log: Option<String>,
+    pub suite: String,
+    pub name: String,
 }
 
 keyed_by_id!(TestRow);
 
-fn test_select() -> String {
+/// `SELECT` of [`TestRow`]s: tests `t` joined with their names `m`.
+pub(crate) fn test_select() -> String {
     format!(
         "SELECT t.id, t.test_run_id, t.suite_id, t.metadata_id, t.build_id, t.environment_id, t.result, \
          t.has_known_issues, t.log, m.suite, m.name FROM tests t {JOINS}"
@@ -117,7 +119,15 @@ fn test_select() -> String {
 }
 
 /// The relations shared by tests and metrics, less the keys in `without`.
-fn relations(o: &mut JsonObject, without: &[&str], build: i64, environment: i64, run: i64, suite: i64, metadata: i64) {
+pub(crate) fn relations(
+    o: &mut JsonObject,
+    without: &[&str],
+    build: i64,
+    environment: i64,
+    run: i64,
+    suite: i64,
+    metadata: i64,
+) {
     for (key, collection, id) in [
         ("build", "builds", build),
         ("environment", "environments", environment),
@@ -131,22 +141,48 @@ fn relations(o: &mut JsonObject, without: &[&str], build: i64, environment: i64,
     }
 }
 
-/// A test as SQUAD's `TestSerializer` shows it, less the keys in `without`.
-fn render_test(rest: &Rest, t: &TestRow, issues: &HashMap<i64, Vec<i64>>, without: &[&str], out: &mut Vec<u8>) {
-    let status = TestStatus::of(t.result, t.has_known_issues.unwrap_or(false));
+/// A test's status as shown: its own, or the one resolved among the
+/// build's duplicates of it in its environment, with the share of them
+/// that have it (`confidence`).
+#[derive(Clone, Copy)]
+pub(crate) struct Shown {
+    pub status: TestStatus,
+    pub confidence: Option<f64>,
+}
+
+impl Shown {
+    /// The test's own status.
+    pub fn own(t: &TestRow) -> Shown {
+        Shown { status: TestStatus::of(t.result, t.has_known_issues.unwrap_or(false)), confidence: None }
+    }
+}
+
+/// A test as SQUAD's `TestSerializer` shows it, less the keys in `without`
+/// (relations, or `known_issues`).
+pub(crate) fn render_test(
+    rest: &Rest,
+    t: &TestRow,
+    shown: Shown,
+    issues: &HashMap<i64, Vec<i64>>,
+    without: &[&str],
+    out: &mut Vec<u8>,
+) {
     let mut o = JsonObject::new(out, rest);
     o.link("url", "tests", t.id, "")
         .value("id", t.id)
         .value("name", join_name(&t.suite, &t.name))
         .value("short_name", &t.name)
-        .value("status", status.as_str());
+        .value("status", shown.status.as_str());
     relations(&mut o, without, t.build_id, t.environment_id, t.test_run_id, t.suite_id, t.metadata_id);
-    let links: Vec<String> =
-        issues.get(&t.id).into_iter().flatten().map(|id| rest.api(&format!("knownissues/{id}/"))).collect();
-    o.value("result", t.result)
-        .value("log", &t.log)
-        .value("has_known_issues", t.has_known_issues)
-        .value("known_issues", links);
+    o.value("result", t.result).value("log", &t.log).value("has_known_issues", t.has_known_issues);
+    if !without.contains(&"known_issues") {
+        let links: Vec<String> =
+            issues.get(&t.id).into_iter().flatten().map(|id| rest.api(&format!("knownissues/{id}/"))).collect();
+        o.value("known_issues", links);
+    }
+    if let Some(confidence) = shown.confidence {
+        o.value("confidence", confidence);
+    }
     o.end();
 }
 
@@ -185,7 +221,7 @@ async fn list_tests(
     }
     let page = fetch::<TestRow>(rest, &test_select(), conditions, "t.id", &Paging::Cursor { descending }).await?;
     let issues = known_issues(rest, &page.rows).await?;
-    Ok(page.into_body(|t, out| render_test(rest, t, &issues, without, out)))
+    Ok(page.into_body(|t, out| render_test(rest, t, Shown::own(t), &issues, without, out)))
 }
 
 async fn tests(rest: Rest) -> Result<Response, ApiError> {
@@ -201,7 +237,7 @@ async fn test_detail(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiErr
     let test: TestRow = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
     let issues = known_issues(&rest, std::slice::from_ref(&test)).await?;
     let mut out = Vec::new();
-    render_test(&rest, &test, &issues, &[], &mut out);
+    render_test(&rest, &test, Shown::own(&test), &issues, &[], &mut out);
     Ok(raw("application/json", out))
 }
 

@@ -96,6 +96,14 @@ impl Api {
         self.send(method, path, token, None).await
     }
 
+    /// GETs `path`; returns the status, the content type and the body.
+    pub async fn get_text(&self, path: &str) -> (u16, String, String) {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        (status, content_type, resp.text().await.unwrap())
+    }
+
     /// Sends a JSON body; returns the status and the JSON answer (null
     /// when empty).
     pub async fn call_json(

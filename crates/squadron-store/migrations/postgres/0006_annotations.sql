@@ -1,0 +1,7 @@
+-- SQUAD's Annotation: a note on one build (at most one per build), shown
+-- with the build and on metric charts.
+CREATE TABLE annotations (
+    id BIGSERIAL PRIMARY KEY,
+    build_id BIGINT NOT NULL UNIQUE REFERENCES builds (id) ON DELETE CASCADE,
+    description TEXT
+);
