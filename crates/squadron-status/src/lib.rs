@@ -22,6 +22,7 @@ mod compute;
 mod crash_window;
 mod known_issues;
 pub mod notify;
+pub mod patches;
 pub mod postprocess;
 mod tasks;
 mod update;

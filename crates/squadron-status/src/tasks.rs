@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use squadron_queue::{Job, NewTask, Outcome, Queue, StepTx, Task, TaskError};
-use squadron_store::ingest::OnPublish;
+use squadron_store::builds::BuildTask;
 use squadron_store::sql::Sql;
 use squadron_store::Store;
 
@@ -63,8 +63,8 @@ impl Task for UpdateBuildStatus {
 
 /// What the ingestion enqueues with every published run: the build's
 /// status update, in the publishing transaction.
-pub fn on_publish(queue: Queue) -> OnPublish {
-    OnPublish { queue, task: Arc::new(UpdateBuildStatus::task) }
+pub fn on_publish(queue: Queue) -> BuildTask {
+    BuildTask { queue, task: Arc::new(UpdateBuildStatus::task) }
 }
 
 /// What the status tasks need.

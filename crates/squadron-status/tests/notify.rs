@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use squadron_queue::{
-    Job, Metrics, NewTask, Outcome, Queue, Registry, Shutdown, Task, TaskError, Worker, WorkerConfig,
-};
+use squadron_queue::{Job, NewTask, Outcome, Queue, Registry, Task, TaskError};
 use squadron_status::notify::{approve_build, MailSettings, Mailer, NotificationTimeout, NotifyBuild, Notifying, Site};
 use squadron_status::{postprocess, StatusContext, UpdateBuildStatus};
 use squadron_store::both_engines;
@@ -56,7 +54,6 @@ impl Task for FakePlugin {
 /// Runs the status, notification and fake plugin tasks until `condition`
 /// (a count) is at least 1.
 async fn run_until(db: &TestDb, sink: &SmtpSink, condition: &str) {
-    let queue_db = db.store.queue_db();
     let mut registry = Registry::new();
     let status = Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() });
     registry.register::<UpdateBuildStatus>(status);
@@ -65,22 +62,7 @@ async fn run_until(db: &TestDb, sink: &SmtpSink, condition: &str) {
     registry.register::<NotifyBuild>(notifying.clone());
     registry.register::<NotificationTimeout>(notifying);
     registry.register::<FakePlugin>(Arc::new(db.store.clone()));
-    let queues = ["core_postprocess", "core_notification"].map(|q| (q.to_string(), 2)).to_vec();
-    let mut config = WorkerConfig::new(&queue_db, queues);
-    config.timing.poll = Duration::from_millis(50);
-    let worker = Worker::new(queue_db.clone(), Queue::default(), registry, config, Metrics::default());
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while db.scalar(condition).await < 1 {
-        if Instant::now() > deadline {
-            let tasks = db.text("SELECT COALESCE(STRING_AGG(kind || ' ' || state || ' ' || COALESCE(last_error, ''), '; '), '') FROM tasks").await;
-            panic!("timed out waiting until {condition}; tasks: {tasks}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.signal();
-    running.await.unwrap().unwrap();
+    common::run_until(db, registry, &["core_postprocess", "core_notification"], condition).await;
 }
 
 fn notified(build: i64) -> String {

@@ -41,8 +41,28 @@ pub struct Build {
 pub(crate) const BUILD_COLUMNS: &str = "id, project_id, version, created_at, datetime, patch_source_id, \
     patch_baseline_id, patch_id, patch_url, patch_notified, keep_data, is_release, release_label";
 
+/// A task made from a build id, enqueued in the transaction that changes
+/// the build: a published run's status update, a new patch build's report
+/// to its patch source.
+#[derive(Clone)]
+pub struct BuildTask {
+    /// Routes the task.
+    pub queue: squadron_queue::Queue,
+    /// Makes the task for a build id.
+    pub task: std::sync::Arc<dyn Fn(i64) -> squadron_queue::NewTask + Send + Sync>,
+}
+
+impl BuildTask {
+    /// Enqueues the task for `build_id` in `tx`.
+    pub async fn enqueue(&self, tx: &mut crate::WriteTx, build_id: i64) -> Result<(), StoreError> {
+        use squadron_queue::StepTx;
+        self.queue.enqueue(tx.conn(), &(self.task)(build_id)).await?;
+        Ok(())
+    }
+}
+
 /// The patch fields `/api/createbuild` sets on a new build.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PatchFields<'a> {
     /// Name of a patch source.
     pub source: Option<&'a str>,
@@ -50,6 +70,9 @@ pub struct PatchFields<'a> {
     pub baseline: Option<&'a str>,
     /// The patch's id in its source.
     pub id: Option<&'a str>,
+    /// Enqueued when the build is created with a patch source and id: the
+    /// report that it is being tested.
+    pub on_created: Option<&'a BuildTask>,
 }
 
 /// Attaches a callback to a build in `tx`; false when the build already
@@ -115,6 +138,11 @@ impl Store {
                 None => (sqlx::query_as(&select).bind(project_id).bind(version).fetch_one(&mut *c).await?, false),
             }
         });
+        if created && patch_source_id.is_some() && patch.id.is_some() {
+            if let Some(hook) = patch.on_created {
+                hook.enqueue(&mut tx, build.id).await?;
+            }
+        }
         if let Some(cb) = callback {
             if !insert_callback(&mut tx, build.id, cb).await? {
                 return Err(StoreError::AlreadyExists(format!(

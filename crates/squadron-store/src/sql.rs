@@ -204,8 +204,25 @@ impl Store {
         Ok(changed)
     }
 
+    /// Inserts a row into `table` (a table name from code) with the given
+    /// fields; returns its id.
+    pub async fn insert_row(&self, table: &'static str, set: &Assignments) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id = tx.fetch_integer(&row_insert(table, set)).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Deletes the row `id` of `table` (a table name from code); returns
+    /// whether there was one.
+    pub async fn delete_row(&self, table: &'static str, id: i64) -> Result<bool, StoreError> {
+        let mut sql = Sql::new(&format!("DELETE FROM {table} WHERE id = "));
+        sql.bind(id);
+        Ok(self.execute(&sql).await? > 0)
+    }
+
     /// Sets fields of the row `id` of `table` (a table name from code).
-    pub(crate) async fn update_row(&self, table: &'static str, id: i64, set: &Assignments) -> Result<(), StoreError> {
+    pub async fn update_row(&self, table: &'static str, id: i64, set: &Assignments) -> Result<(), StoreError> {
         if !set.is_empty() {
             self.execute(&row_update(table, id, set)).await?;
         }
@@ -224,6 +241,21 @@ pub fn row_update(table: &'static str, id: i64, set: &Assignments) -> Sql {
     let mut sql = Sql::new(&format!("UPDATE {table} SET "));
     push_assignments(&mut sql, set);
     sql.push(" WHERE id = ").bind(id);
+    sql
+}
+
+/// `INSERT INTO <table> (…) VALUES (…) RETURNING id` (table and columns
+/// from code).
+fn row_insert(table: &'static str, set: &Assignments) -> Sql {
+    let columns: Vec<&str> = set.iter().map(|(c, _)| *c).collect();
+    let mut sql = Sql::new(&format!("INSERT INTO {table} ({}) VALUES (", columns.join(", ")));
+    for (i, (_, value)) in set.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind_optional(value.clone());
+    }
+    sql.push(") RETURNING id");
     sql
 }
 

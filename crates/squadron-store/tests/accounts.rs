@@ -74,7 +74,7 @@ both_engines! {
         };
         let (base, created) = s.create_build(project.id, "v1", PatchFields::default(), None).await.unwrap();
         assert!(created);
-        let patch = PatchFields { source: Some("gh"), baseline: Some("v1"), id: Some("o/r/abc") };
+        let patch = PatchFields { source: Some("gh"), baseline: Some("v1"), id: Some("o/r/abc"), ..Default::default() };
         let (build, created) = s.create_build(project.id, "v2", patch, Some(&callback)).await.unwrap();
         assert!(created);
         assert_eq!(build.patch_baseline_id, Some(base.id));

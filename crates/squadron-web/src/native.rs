@@ -155,7 +155,13 @@ pub(crate) async fn create_build(
     let project_headers = project_callback_headers(&access.project.project_settings);
     let callback = callback_from_form(|k| form.text(k), &project_headers).map_err(ApiError::bad_request)?;
     let given = |name: &str| form.text(name).filter(|v| !v.is_empty());
-    let patch = PatchFields { source: given("patch_source"), baseline: given("patch_baseline"), id: given("patch_id") };
+    let on_created = squadron_status::patches::on_created(state.queue.clone());
+    let patch = PatchFields {
+        source: given("patch_source"),
+        baseline: given("patch_baseline"),
+        id: given("patch_id"),
+        on_created: Some(&on_created),
+    };
     match state.store.create_build(access.project.id, &version, patch, callback.as_ref()).await {
         Ok(_) => Ok(StatusCode::CREATED),
         Err(StoreError::NotFound(what)) => Err(ApiError::bad_request(format!("unknown {what}"))),

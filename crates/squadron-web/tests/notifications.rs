@@ -95,4 +95,33 @@ async fn email_templates_are_checked_and_used_by_the_project(db: TestDb) {
     assert!(detail["custom_email_template"].is_null(), "the project falls back to the default: {detail}");
 }
 
+async fn patch_sources_keep_their_credentials_and_patch_builds_are_reported(db: TestDb) {
+    let api = Api::new(db).await;
+    let body = json!({"name": "gh", "url": "https://api.github.com", "implementation": "github", "token": "s3cret", "username": "bot"});
+    assert_eq!(api.call_json(Method::POST, "/api/patchsources/", Some(&api.member), body.clone()).await.0, 403);
+    let (code, created) = api.call_json(Method::POST, "/api/patchsources/", Some(&api.admin), body.clone()).await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created, json!({"id": id, "name": "gh", "url": "https://api.github.com", "implementation": "github"}), "credentials are write-only");
+    assert_eq!(api.db.text("SELECT token FROM patch_sources").await, "s3cret");
+    assert_eq!(api.call_json(Method::POST, "/api/patchsources/", Some(&api.admin), body).await.0, 400, "unique name");
+    let bad = json!({"name": "x", "url": "https://x", "implementation": "svn"});
+    assert_eq!(api.call_json(Method::POST, "/api/patchsources/", Some(&api.admin), bad).await.0, 400);
+    let bad = json!({"name": "x", "url": "gopher://x", "implementation": "gerrit"});
+    assert_eq!(api.call_json(Method::POST, "/api/patchsources/", Some(&api.admin), bad).await.0, 400);
+    assert_eq!(api.db.scalar("SELECT COUNT(*) FROM patch_sources").await, 1, "nothing stored for bad input");
+    let (code, patched) = api.call_json(Method::PATCH, &format!("/api/patchsources/{id}/"), Some(&api.admin), json!({"_password": "pw"})).await;
+    assert_eq!((code, patched["name"].as_str()), (200, Some("gh")));
+    assert_eq!(api.db.text("SELECT password FROM patch_sources").await, "pw", "SQUAD's field name for the password");
+
+    // A new build from a patch source is reported as being tested.
+    let fields = [("patch_source", "gh"), ("patch_id", "linaro/squad/abc")];
+    let (code, answer) = api.post_form("/api/createbuild/g/p/v1", Some(&api.submitter), &fields).await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(api.db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'notify_patch_source'").await, 1);
+    let (code, _) = api.post_form("/api/createbuild/g/p/v1", Some(&api.submitter), &fields).await;
+    assert_eq!(code, 201);
+    assert_eq!(api.db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'notify_patch_source'").await, 1, "an existing build is not reported again");
+}
+
 }

@@ -10,6 +10,7 @@ use squadron_queue::{
     Timing, Worker, WorkerConfig,
 };
 use squadron_status::notify::{Mailer, NotificationTimeout, NotifyBuild, Notifying};
+use squadron_status::patches::{NotifyPatchSource, Patching};
 use squadron_status::{
     Delivering, ReapplyKnownIssues, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus,
 };
@@ -30,7 +31,9 @@ pub fn registry(store: &Store, options: &QueueOptions, mail: &MailOptions, owner
     registry.register::<ReconcileBuildStatus>(status.clone());
     registry.register::<ReapplyKnownIssues>(status);
     registry.register::<SendBuildCallbacks>(Arc::new(Delivering::new(store.clone())));
-    let mailer = Mailer::new(mail.settings()).context("cannot set up email")?;
+    let settings = mail.settings();
+    registry.register::<NotifyPatchSource>(Arc::new(Patching::new(store.clone(), settings.site.clone())));
+    let mailer = Mailer::new(settings).context("cannot set up email")?;
     let notifying = Arc::new(Notifying { store: store.clone(), queue: Queue::new(options.routes()), mailer });
     registry.register::<NotifyBuild>(notifying.clone());
     registry.register::<NotificationTimeout>(notifying);

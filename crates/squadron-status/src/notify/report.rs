@@ -30,6 +30,13 @@ pub struct Site {
     pub base_url: String,
 }
 
+impl Site {
+    /// The page of build `version` of `project` (`group/project`).
+    pub fn build_url(&self, project: &str, version: &str) -> String {
+        format!("{}/{project}/build/{version}/", self.base_url)
+    }
+}
+
 /// A project, as the templates see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectInfo {
@@ -212,7 +219,7 @@ impl Report {
         };
         let build = BuildInfo {
             id: build_id,
-            url: build_url(site, &project, &head.version),
+            url: site.build_url(&project.full_name, &head.version),
             version: head.version,
             datetime: head.datetime,
         };
@@ -259,11 +266,6 @@ impl Report {
     }
 }
 
-/// A build's page.
-fn build_url(site: &Site, project: &ProjectInfo, version: &str) -> String {
-    format!("{}/{}/build/{}/", site.base_url, project.full_name, version)
-}
-
 async fn build_info(store: &Store, site: &Site, id: i64) -> Result<Option<BuildInfo>, StatusError> {
     let mut sql = Sql::new(
         "SELECT b.version, b.datetime, g.slug, p.slug, p.id FROM builds b JOIN projects p ON p.id = b.project_id \
@@ -274,7 +276,7 @@ async fn build_info(store: &Store, site: &Site, id: i64) -> Result<Option<BuildI
     Ok(row.map(|(version, datetime, group, slug, project_id)| {
         let project =
             ProjectInfo { id: project_id, full_name: format!("{group}/{slug}"), name: slug.clone(), slug, group };
-        BuildInfo { id, url: build_url(site, &project, &version), version, datetime }
+        BuildInfo { id, url: site.build_url(&project.full_name, &version), version, datetime }
     }))
 }
 

@@ -13,6 +13,7 @@ use squadron_store::{Store, WriteTx};
 use super::mailer::Mailer;
 use super::render::{render, render_failed_jobs, FailedJob, Rendered, TemplateChoice};
 use super::report::Report;
+use crate::patches::NotifyPatchSource;
 use crate::tasks::UpdateBuildStatus;
 use crate::StatusError;
 
@@ -121,6 +122,18 @@ impl Task for NotifyBuild {
         let mut done = Sql::new("UPDATE build_status SET notified = TRUE WHERE build_id = ");
         done.bind(self.build_id);
         tx.execute(&done).await.map_err(TaskError::failed)?;
+        if self.event == FINISHED {
+            // As SQUAD: once a finished build is notified, its patch source
+            // hears the verdict, once.
+            let mut patch = Sql::new(
+                "UPDATE builds SET patch_notified = TRUE \
+                 WHERE NOT patch_notified AND patch_source_id IS NOT NULL AND patch_id IS NOT NULL AND id = ",
+            );
+            patch.bind(self.build_id);
+            if tx.execute(&patch).await.map_err(TaskError::failed)? == 1 {
+                cx.queue.enqueue(tx.conn(), &NotifyPatchSource::task(self.build_id, true)).await?;
+            }
+        }
         job.commit_last_step(tx).await
     }
 }

@@ -70,25 +70,16 @@ pub struct Submission {
 pub struct IngestOptions {
     /// Rows per write transaction (at most [`MAX_BATCH_ROWS`]).
     pub batch_rows: usize,
-    /// A task to enqueue in the transaction that publishes the run.
-    pub on_publish: Option<OnPublish>,
+    /// A task to enqueue for the run's build in the transaction that
+    /// publishes the run, so that it exists exactly when the run is
+    /// visible (the build status recomputation, for one).
+    pub on_publish: Option<crate::builds::BuildTask>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions { batch_rows: MAX_BATCH_ROWS, on_publish: None }
     }
-}
-
-/// The follow-up of a published run: a task, made from the run's build id,
-/// enqueued in the publishing transaction, so that it exists exactly when
-/// the run is visible (the build status recomputation, for one).
-#[derive(Clone)]
-pub struct OnPublish {
-    /// Routes the task.
-    pub queue: squadron_queue::Queue,
-    /// Makes the task for a build id.
-    pub task: std::sync::Arc<dyn Fn(i64) -> squadron_queue::NewTask + Send + Sync>,
 }
 
 /// Why a submission was not stored.

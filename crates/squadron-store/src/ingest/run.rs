@@ -17,7 +17,6 @@ use uuid::Uuid;
 use super::batch::{parse_measurements, Job, Named, Prepared, RunIds, Written};
 use super::discard::discard_run;
 use super::{IngestError, Submission};
-use squadron_queue::StepTx;
 
 use crate::db::WriteTx;
 use crate::{Store, StoreError};
@@ -282,7 +281,7 @@ impl<'s> HiddenRun<'s> {
     pub(crate) async fn publish(
         &mut self,
         metadata: &RunMetadata,
-        on_publish: Option<&super::OnPublish>,
+        on_publish: Option<&crate::builds::BuildTask>,
     ) -> Result<i64, IngestError> {
         let status = if self.recount { self.recount_status().await? } else { std::mem::take(&mut self.status) };
         let mut tx = self.store.begin_write().await?;
@@ -351,7 +350,7 @@ impl<'s> HiddenRun<'s> {
         with_tx!(tx, c => sqlx::query("UPDATE builds SET status_version = status_version + 1 WHERE id = $1")
             .bind(self.build_id).execute(&mut *c).await.map(|_| ()))?;
         if let Some(hook) = on_publish {
-            hook.queue.enqueue(tx.conn(), &(hook.task)(self.build_id)).await.map_err(StoreError::from)?;
+            hook.enqueue(&mut tx, self.build_id).await?;
         }
         tx.commit().await?;
         Ok(self.id)

@@ -15,7 +15,7 @@ use squadron_store::sql::{row_update, Assignments, Sql, Value as SqlValue};
 use super::builds::BUILD_FILTERS;
 use super::filter::{field, relation, FilterSet, Filters, Kind, EXACT};
 use super::page::{fetch, keyed_by_id, Paging};
-use super::{field_error, json, Input, Rest};
+use super::{field_error, json, unique_field, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -105,15 +105,6 @@ fn description(input: &Input) -> Result<Option<String>, ApiError> {
     Ok(text)
 }
 
-/// A build's second annotation, named as DRF names it.
-fn one_per_build(e: squadron_store::StoreError) -> ApiError {
-    if e.is_unique_violation() {
-        field_error("build", "annotation with this build already exists.")
-    } else {
-        e.into()
-    }
-}
-
 async fn create(
     rest: Rest,
     State(state): State<AppState>,
@@ -126,7 +117,8 @@ async fn create(
     let mut sql = Sql::new("INSERT INTO annotations (build_id, description) VALUES (");
     sql.bind(build).push(", ").bind_optional(description(&input)?).push(") RETURNING id");
     let mut tx = state.store.begin_write().await?;
-    let id = tx.fetch_integer(&sql).await.map_err(one_per_build)?;
+    let id =
+        tx.fetch_integer(&sql).await.map_err(unique_field("build", "annotation with this build already exists."))?;
     tx.commit().await?;
     Ok(json(StatusCode::CREATED, render(&rest, &one(&rest, id).await?)))
 }
@@ -152,7 +144,11 @@ async fn update(
         set.push(("build_id", Some(build.into())));
     }
     if !set.is_empty() {
-        state.store.execute(&row_update("annotations", id, &set)).await.map_err(one_per_build)?;
+        state
+            .store
+            .execute(&row_update("annotations", id, &set))
+            .await
+            .map_err(unique_field("build", "annotation with this build already exists."))?;
     }
     Ok(Json(render(&rest, &one(&rest, id).await?)))
 }

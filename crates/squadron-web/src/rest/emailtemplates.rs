@@ -12,11 +12,11 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use squadron_status::notify::EmailTemplate;
 use squadron_status::StatusError;
-use squadron_store::sql::{row_update, Assignments, Sql};
+use squadron_store::sql::{Assignments, Sql};
 
 use super::filter::{field, FilterSet, Filters, Kind, EXACT_IN, TEXT};
 use super::page::{fetch, keyed_by_id, Paging};
-use super::{field_error, json, not_found, Input, Rest};
+use super::{field_error, json, not_found, unique_field, Input, Rest};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -101,14 +101,6 @@ fn assignments(input: &Input, current: Option<&TemplateRow>) -> Result<Assignmen
     Ok(set)
 }
 
-fn unique_name(e: squadron_store::StoreError) -> ApiError {
-    if e.is_unique_violation() {
-        field_error("name", "email template with this name already exists.")
-    } else {
-        e.into()
-    }
-}
-
 async fn create(
     rest: Rest,
     State(state): State<AppState>,
@@ -118,18 +110,11 @@ async fn create(
     rest.require_superuser()?;
     let input = Input::read(&state, &headers, body).await?;
     let set = assignments(&input, None)?;
-    let mut sql = Sql::new("INSERT INTO email_templates (");
-    sql.push(&set.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")).push(") VALUES (");
-    for (i, (_, value)) in set.into_iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind_optional(value);
-    }
-    sql.push(") RETURNING id");
-    let mut tx = state.store.begin_write().await?;
-    let id = tx.fetch_integer(&sql).await.map_err(unique_name)?;
-    tx.commit().await?;
+    let id = state
+        .store
+        .insert_row("email_templates", &set)
+        .await
+        .map_err(unique_field("name", "email template with this name already exists."))?;
     Ok(json(StatusCode::CREATED, render(&rest, &one(&rest, id).await?)))
 }
 
@@ -144,20 +129,18 @@ async fn update(
     let current = one(&rest, id).await?;
     let input = Input::read(&state, &headers, body).await?;
     let set = assignments(&input, Some(&current))?;
-    let mut tx = state.store.begin_write().await?;
-    tx.execute(&row_update("email_templates", id, &set)).await.map_err(unique_name)?;
-    tx.commit().await?;
+    state
+        .store
+        .update_row("email_templates", id, &set)
+        .await
+        .map_err(unique_field("name", "email template with this name already exists."))?;
     Ok(Json(render(&rest, &one(&rest, id).await?)))
 }
 
 async fn delete(rest: Rest, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
     rest.require_superuser()?;
     one(&rest, id).await?;
-    let mut sql = Sql::new("DELETE FROM email_templates WHERE id = ");
-    sql.bind(id);
-    let mut tx = rest.state.store.begin_write().await?;
-    tx.execute(&sql).await?;
-    tx.commit().await?;
+    rest.state.store.delete_row("email_templates", id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

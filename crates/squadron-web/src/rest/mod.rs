@@ -17,6 +17,7 @@ mod groups;
 mod knownissues;
 mod metricthresholds;
 mod page;
+mod patchsources;
 mod projects;
 mod reports;
 mod root;
@@ -53,6 +54,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(knownissues::routes())
         .merge(metricthresholds::routes())
         .merge(emailtemplates::routes())
+        .merge(patchsources::routes())
         .merge(annotations::routes())
         .merge(tasks::routes())
 }
@@ -144,6 +146,14 @@ impl<'a> JsonObject<'a> {
 /// 404 with DRF's message.
 pub(crate) fn not_found() -> ApiError {
     ApiError::not_found("Not found.")
+}
+
+/// Turns a unique violation into DRF's 400 on `field`; other errors pass.
+pub(crate) fn unique_field(
+    field: &'static str,
+    message: &'static str,
+) -> impl Fn(squadron_store::StoreError) -> ApiError {
+    move |e| if e.is_unique_violation() { field_error(field, message) } else { e.into() }
 }
 
 /// An endpoint SQUAD has that squadron does not answer yet.
