@@ -232,6 +232,20 @@ both_engines! {
         assert!(patched["value"].is_null(), "{patched}");
         assert!(api.db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'update_build_status' AND unique_key LIKE 'build_baseline:%'").await >= 1,
             "the project's builds look at their metric changes again");
+        // The same threshold for one environment and for the whole project
+        // says the same thing twice: refused either way, as SQUAD.
+        let env = api.db.scalar("SELECT id FROM environments WHERE slug = 'x86'").await;
+        let for_env = serde_json::json!({"project": api.url(&format!("/api/projects/{project}/")), "environment": api.url(&format!("/api/environments/{env}/")), "name": "bench/*", "is_higher_better": true});
+        let (code, answer) = api.call_json(reqwest::Method::POST, "/api/metricthresholds/", Some(&api.admin), for_env.clone()).await;
+        assert_eq!(code, 400, "{answer}");
+        assert_eq!(answer["detail"], "Found a threshold that already applies to the whole project");
+        let mut other = for_env.clone();
+        other["value"] = serde_json::json!(3.0);
+        let (code, env_threshold) = api.call_json(reqwest::Method::POST, "/api/metricthresholds/", Some(&api.admin), other).await;
+        assert_eq!(code, 201, "another value is another threshold: {env_threshold}");
+        let (code, answer) = api.call_json(reqwest::Method::PATCH, &format!("/api/metricthresholds/{id}/"), Some(&api.admin), serde_json::json!({"value": 3.0})).await;
+        assert_eq!((code, answer["detail"].as_str()), (400, Some("Found a threshold for environment 'x86' with the exact same attributes")));
+        api.call_json(reqwest::Method::DELETE, &format!("/api/metricthresholds/{}/", env_threshold["id"]), Some(&api.admin), serde_json::json!({})).await;
         let deleted = send(reqwest::Method::DELETE, format!("/api/metricthresholds/{id}/"), Some(api.admin.clone()), serde_json::json!({})).await.unwrap();
         assert_eq!(deleted.status().as_u16(), 204);
         assert_eq!(api.get_json(&format!("/api/metricthresholds/{id}/"), None).await.0, 404);

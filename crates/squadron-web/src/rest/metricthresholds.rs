@@ -118,6 +118,39 @@ async fn check_environment(rest: &Rest, project: i64, environment: Option<i64>) 
     Ok(())
 }
 
+/// SQUAD's check that a project-wide threshold and an environment's one do
+/// not say the same thing twice: same name, value and direction, one for
+/// the whole project and one for an environment (`except` is the
+/// threshold being changed).
+async fn check_collision(
+    rest: &Rest,
+    project: i64,
+    environment: Option<i64>,
+    name: &str,
+    value: Option<f64>,
+    higher: bool,
+    except: Option<i64>,
+) -> Result<(), ApiError> {
+    let mut sql = Sql::new(
+        "SELECT e.slug FROM metric_thresholds t LEFT JOIN environments e ON e.id = t.environment_id \
+         WHERE t.project_id = ",
+    );
+    sql.bind(project).push(" AND t.name = ").bind(name).push(" AND t.is_higher_better = ").bind(higher);
+    match value {
+        Some(v) => sql.push(" AND t.value = ").bind(v),
+        None => sql.push(" AND t.value IS NULL"),
+    };
+    sql.push(if environment.is_some() { " AND t.environment_id IS NULL" } else { " AND t.environment_id IS NOT NULL" });
+    sql.push(" AND t.id <> ").bind(except.unwrap_or(0)).push(" LIMIT 1");
+    match rest.state.store.fetch_optional::<(Option<String>,)>(&sql).await? {
+        None => Ok(()),
+        Some((Some(slug),)) => Err(ApiError::bad_request(format!(
+            "Found a threshold for environment '{slug}' with the exact same attributes"
+        ))),
+        Some((None,)) => Err(ApiError::bad_request("Found a threshold that already applies to the whole project")),
+    }
+}
+
 /// The optional `value` field: a number, or empty/null for none.
 fn threshold_value(input: &Input) -> Result<Option<f64>, ApiError> {
     match input.text("value")? {
@@ -146,6 +179,7 @@ async fn create(
     check_environment(&rest, project, environment).await?;
     let value = threshold_value(&input)?;
     let higher = input.boolean("is_higher_better")?.unwrap_or(false);
+    check_collision(&rest, project, environment, &name, value, higher, None).await?;
     let mut sql = Sql::new("UPDATE metric_thresholds SET value = ");
     sql.bind_optional(value).push(", is_higher_better = ").bind(higher).push(" WHERE project_id = ").bind(project);
     sql.push(" AND COALESCE(environment_id, 0) = ")
@@ -179,18 +213,15 @@ async fn update(
     may_write(&rest, threshold.project_id).await?;
     let input = Input::read(&state, &headers, body).await?;
     let mut set: Assignments = Vec::new();
-    if let Some(name) = input.text("name")? {
-        set.push(("name", Some(name.into())));
-    }
-    if input.has("value") {
-        set.push(("value", threshold_value(&input)?.map(SqlValue::from)));
-    }
-    if let Some(higher) = input.boolean("is_higher_better")? {
-        set.push(("is_higher_better", Some(higher.into())));
-    }
-    if !set.is_empty() {
-        write_and_recompute(&rest, threshold.project_id, &row_update("metric_thresholds", id, &set)).await?;
-    }
+    let name = input.text("name")?.unwrap_or_else(|| threshold.name.clone());
+    let value = if input.has("value") { threshold_value(&input)? } else { threshold.value };
+    let higher = input.boolean("is_higher_better")?.unwrap_or(threshold.is_higher_better);
+    let (project, environment) = (threshold.project_id, threshold.environment_id);
+    check_collision(&rest, project, environment, &name, value, higher, Some(id)).await?;
+    set.push(("name", Some(name.into())));
+    set.push(("value", value.map(SqlValue::from)));
+    set.push(("is_higher_better", Some(higher.into())));
+    write_and_recompute(&rest, project, &row_update("metric_thresholds", id, &set)).await?;
     Ok(Json(render(&rest, &one(&rest, id).await?)))
 }
 
