@@ -24,6 +24,7 @@ mod known_issues;
 pub mod notify;
 pub mod patches;
 pub mod postprocess;
+mod reset;
 mod tasks;
 mod update;
 
@@ -31,6 +32,7 @@ pub use callbacks::{idempotency_key, Delivering, SendBuildCallbacks};
 pub use compare::{metric_regressions_and_fixes, regressions_and_fixes, ByEnvironment, BySuite, Changes, Pairing};
 pub use compute::{compute, BuildStatus, EnvironmentSummary, Runs};
 pub use known_issues::ReapplyKnownIssues;
+pub use reset::reset_build_events;
 pub use tasks::{on_publish, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};
 pub use update::{recompute_project, update_build_status, write_if_current, Updated};
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use squadron_queue::{Job, NewTask, Outcome, Queue, Registry, Task, TaskError};
 use squadron_status::notify::{approve_build, MailSettings, Mailer, NotificationTimeout, NotifyBuild, Notifying, Site};
-use squadron_status::{postprocess, StatusContext, UpdateBuildStatus};
+use squadron_status::{postprocess, reset_build_events, StatusContext, UpdateBuildStatus};
 use squadron_store::both_engines;
 use squadron_store::testing::TestDb;
 use squadron_store::Store;
@@ -265,6 +265,29 @@ async fn pending_post_processing_holds_the_notification(db: TestDb) {
     run_until(&db, &sink, &notified(b)).await;
     assert_eq!(db.scalar("SELECT COUNT(*) FROM pending_postprocess").await, 0);
     assert_eq!(recipients(&sink.wait_for(1).await[0]), ["dev@example.com"]);
+}
+
+async fn a_reset_notifies_the_build_again_under_a_new_generation(db: TestDb) {
+    let sink = SmtpSink::start();
+    let p = db.public_project().await;
+    db.store.subscribe(p, "dev@example.com").await.unwrap();
+    let b = submit(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"s/a": "pass"}"#, "").await;
+    db.execute(&format!("INSERT INTO callbacks (build_id, url, is_sent) VALUES ({b}, 'http://127.0.0.1:9/hook', TRUE)")).await;
+    updated(&db, b).await;
+    run_until(&db, &sink, &notified(b)).await;
+    let mut tx = db.store.begin_write().await.unwrap();
+    reset_build_events(&mut tx, &Queue::default(), b).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM build_status WHERE NOT notified AND NOT finished AND build_id = {b}")).await, 1);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM callbacks WHERE is_sent").await, 0, "callbacks re-armed");
+    run_until(&db, &sink, &notified(b)).await;
+    let messages = sink.wait_for(2).await;
+    let ids: Vec<&str> = messages.iter().map(|m| header(m, "Message-ID")).collect();
+    assert_eq!(ids, [
+        format!("<squadron.build-{b}.on_build_finished.0.build@squad.example.com>"),
+        format!("<squadron.build-{b}.on_build_finished.1.build@squad.example.com>"),
+    ]);
+    assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM build_events WHERE build_id = {b}")).await, 2, "one event per generation");
 }
 
 }
