@@ -296,4 +296,30 @@ mod tests {
         drop(w);
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
+
+    #[tokio::test]
+    async fn removal_spares_a_blob_written_again_and_walks_by_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let blob = store.put(b"content").await.unwrap();
+        let age = |ago: u64| {
+            let file = std::fs::File::options().write(true).open(store.path(&blob.key)).unwrap();
+            file.set_modified(SystemTime::now() - std::time::Duration::from_secs(ago)).unwrap();
+        };
+        let cutoff = SystemTime::now() - std::time::Duration::from_secs(3600);
+        age(7200);
+        store.put(b"content").await.unwrap();
+        assert!(!store.remove_unless_written_since(&blob.key, cutoff).unwrap(), "written again: kept");
+        assert!(store.path(&blob.key).exists());
+        assert!(store.set_aside().unwrap().is_empty(), "put back in its place");
+
+        age(7200);
+        let shard = u8::from_str_radix(&blob.key[..2], 16).unwrap();
+        let listed: Vec<StoredBlob> = store.shard(shard).unwrap().flat_map(Result::unwrap).collect();
+        assert_eq!(listed.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(), vec![blob.key.as_str()]);
+        assert!(listed[0].modified < cutoff);
+        assert!(store.remove_unless_written_since(&blob.key, cutoff).unwrap());
+        assert!(!store.path(&blob.key).exists());
+        assert!(!store.remove_unless_written_since(&blob.key, cutoff).unwrap(), "already gone");
+    }
 }

@@ -154,9 +154,13 @@ async fn delete_build_row(tx: &mut WriteTx, build: i64) -> Result<(), RetentionE
     for (project, version) in tx.fetch_all::<(i64, String)>(&delete).await? {
         let mut placeholder =
             Sql::new("INSERT INTO build_placeholders (project_id, version, build_deleted_at) VALUES (");
-        placeholder.bind(project).push(", ").bind(version).push(", ").bind(Utc::now()).push(
-            ") ON CONFLICT (project_id, version) DO UPDATE SET build_deleted_at = excluded.build_deleted_at",
-        );
+        placeholder
+            .bind(project)
+            .push(", ")
+            .bind(version)
+            .push(", ")
+            .bind(Utc::now())
+            .push(") ON CONFLICT (project_id, version) DO UPDATE SET build_deleted_at = excluded.build_deleted_at");
         tx.execute(&placeholder).await?;
     }
     Ok(())

@@ -116,7 +116,9 @@ impl Store {
     /// project.
     pub async fn expired_builds(&self, now: DateTime<Utc>) -> Result<Vec<ExpiredBuild>, StoreError> {
         let projects: Vec<(i64, i64)> = self
-            .fetch_all(&Sql::new("SELECT id, data_retention_days FROM projects WHERE data_retention_days > 0 ORDER BY id"))
+            .fetch_all(&Sql::new(
+                "SELECT id, data_retention_days FROM projects WHERE data_retention_days > 0 ORDER BY id",
+            ))
             .await?;
         let mut expired = Vec::new();
         for (project, days) in projects {

@@ -71,7 +71,13 @@ impl Task for CleanupBuild {
         };
         let done =
             build::delete(&cx.store, self.build_id, cx.options.batch_rows, progress, &mut Steps::Task(job)).await?;
-        info!(build = self.build_id, tests = done.tests, metrics = done.metrics, runs = done.runs, "deleted an expired build");
+        info!(
+            build = self.build_id,
+            tests = done.tests,
+            metrics = done.metrics,
+            runs = done.runs,
+            "deleted an expired build"
+        );
         Ok(Outcome::Done)
     }
 }
