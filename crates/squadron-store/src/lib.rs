@@ -13,6 +13,7 @@ mod error;
 pub mod ingest;
 pub mod maintenance;
 pub mod projects;
+pub mod retention;
 pub mod sql;
 pub mod subscriptions;
 #[cfg(feature = "testing")]

@@ -1,5 +1,6 @@
-//! `squadron admin …`: users, tokens, groups, members and projects. Scripts
-//! depend on these shapes; `token create` prints the key alone on stdout.
+//! `squadron admin …`: users, tokens, groups, members and projects, and
+//! maintenance run by hand. Scripts depend on these shapes; `token create`
+//! prints the key alone on stdout.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -8,6 +9,7 @@ use squadron_queue::Queue;
 use squadron_status::notify::approve_build;
 use squadron_status::recompute_project;
 use squadron_store::projects::NewProject;
+use squadron_store::retention::{cleanup_now, CleanupReport, DataRetention};
 use squadron_store::sql::Sql;
 use squadron_store::Store;
 
@@ -39,6 +41,14 @@ pub enum AdminCommand {
         project: String,
         /// The build's version.
         version: String,
+    },
+    /// Run data retention now: delete the builds older than their
+    /// project's data_retention_days (unless kept), then remove the blob
+    /// files no row refers to any more; print what was done.
+    Cleanup {
+        /// Only print what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -213,6 +223,16 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
                 bail!("build {version} of {project} has no status yet or is approved already");
             }
         }
+        AdminCommand::Cleanup { dry_run } => {
+            let cx = DataRetention {
+                store: store.clone(),
+                blobs: cli.open_blobs()?,
+                queue: Queue::new(cli.queue.routes()),
+                options: cli.retention.options(),
+            };
+            let report = cleanup_now(&cx, *dry_run).await?;
+            print_cleanup(&store, &report, *dry_run).await?;
+        }
         AdminCommand::Project(ProjectCommand::AdminSubscribe { full_name, email }) => {
             let project_id = project_id(&store, full_name).await?;
             store.admin_subscribe(project_id, email).await?;
@@ -227,5 +247,31 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
         }
     }
     store.close().await;
+    Ok(())
+}
+
+/// Prints what `admin cleanup` did (or would do), a line per build and one
+/// for the blobs.
+async fn print_cleanup(store: &Store, report: &CleanupReport, dry_run: bool) -> anyhow::Result<()> {
+    let names: std::collections::HashMap<i64, String> = store
+        .fetch_all::<(i64, String)>(&Sql::new(
+            "SELECT p.id, g.slug || '/' || p.slug FROM projects p JOIN groups g ON g.id = p.group_id",
+        ))
+        .await?
+        .into_iter()
+        .collect();
+    let (verb, would) = if dry_run { ("would delete", "would remove") } else { ("deleted", "removed") };
+    for (build, d) in &report.builds {
+        let project = names.get(&build.project_id).map_or("?", String::as_str);
+        println!(
+            "{verb} build {} of {project}: {} test run(s), {} test(s), {} metric(s)",
+            build.version, d.runs, d.tests, d.metrics
+        );
+    }
+    let b = &report.blobs;
+    println!(
+        "{would} {} blob file(s) ({} bytes) of {} examined ({} still referenced, {} too recent), {} partial upload(s)",
+        b.removed, b.removed_bytes, b.examined, b.referenced, b.young, b.partials
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ use squadron_queue::admin::Retention;
 use squadron_queue::Routes;
 use squadron_status::notify::{MailSettings, Site};
 use squadron_store::blob::BlobStore;
+use squadron_store::retention::{RetentionOptions, DEFAULT_BATCH_ROWS};
 use squadron_store::{redact_url, Migrations, Store};
 
 use crate::admin::AdminCommand;
@@ -46,6 +47,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub mail: MailOptions,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -133,6 +137,28 @@ impl MailOptions {
             from: self.email_from.clone(),
             site: Site { name: self.site_name.clone(), base_url: base_url.to_string() },
         }
+    }
+}
+
+/// How data retention deletes expired builds and sweeps blobs.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// How long a blob file must have gone unwritten before the blob sweep
+    /// may remove it when no row refers to it: longer than any upload takes
+    /// between writing a file and storing its test run.
+    #[arg(long, global = true, env = "SQUADRON_BLOB_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub blob_grace: Duration,
+
+    /// Rows (tests or metrics) one transaction of a build deletion deletes
+    /// at most.
+    #[arg(long, global = true, env = "SQUADRON_CLEANUP_BATCH_ROWS", default_value_t = DEFAULT_BATCH_ROWS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cleanup_batch_rows: u32,
+}
+
+impl RetentionArgs {
+    /// The retention options.
+    pub fn options(&self) -> RetentionOptions {
+        RetentionOptions { batch_rows: self.cleanup_batch_rows as usize, blob_grace: self.blob_grace }
     }
 }
 

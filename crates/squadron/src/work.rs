@@ -14,17 +14,29 @@ use squadron_status::patches::{NotifyPatchSource, Patching};
 use squadron_status::{
     Delivering, ReapplyKnownIssues, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus,
 };
+use squadron_store::blob::BlobStore;
 use squadron_store::maintenance::SweepHiddenRuns;
+use squadron_store::retention::{CleanupBuild, CleanupOldBuilds, DataRetention, SweepBlobs};
 use squadron_store::Store;
 use squadron_web::{ops_router, Ops};
 use tracing::{info, warn};
 
-use crate::cli::{Cli, MailOptions, QueueOptions, WorkOptions, WorkerArgs};
+use crate::cli::{Cli, QueueOptions, WorkOptions, WorkerArgs};
 
 /// Every task kind this binary runs, with what its handler needs.
-pub fn registry(store: &Store, options: &QueueOptions, mail: &MailOptions, owner: &str) -> anyhow::Result<Registry> {
+pub fn registry(store: &Store, blobs: &BlobStore, cli: &Cli, owner: &str) -> anyhow::Result<Registry> {
+    let (options, mail) = (&cli.queue, &cli.mail);
     let mut registry = Registry::new();
     registry.register::<SweepHiddenRuns>(Arc::new(store.clone()));
+    let retention = Arc::new(DataRetention {
+        store: store.clone(),
+        blobs: blobs.clone(),
+        queue: Queue::new(options.routes()),
+        options: cli.retention.options(),
+    });
+    registry.register::<CleanupOldBuilds>(retention.clone());
+    registry.register::<CleanupBuild>(retention.clone());
+    registry.register::<SweepBlobs>(retention);
     registry.register::<PruneFinished>(Arc::new(Pruning { db: store.queue_db(), retention: options.retention() }));
     let status = Arc::new(StatusContext { store: store.clone(), queue: Queue::new(options.routes()) });
     registry.register::<UpdateBuildStatus>(status.clone());
@@ -45,13 +57,16 @@ pub fn registry(store: &Store, options: &QueueOptions, mail: &MailOptions, owner
 
 /// The periodic tasks: the sweep of hidden runs left by dead writers every
 /// minute, the reconciliation of stale build statuses every five minutes,
-/// and the pruning of old finished tasks every ten minutes.
+/// the pruning of old finished tasks every ten minutes, and, daily, data
+/// retention at 03:41 UTC (SQUAD's time) and the blob sweep two hours later.
 pub fn schedules() -> Vec<Periodic> {
     vec![
         Periodic::new("reconcile_build_status", "*/5 * * * *", NewTask::of(&ReconcileBuildStatus {}))
             .expect("valid schedule"),
         Periodic::new("sweep_hidden_runs", "* * * * *", NewTask::of(&SweepHiddenRuns {})).expect("valid schedule"),
         Periodic::new("prune_finished_tasks", "*/10 * * * *", NewTask::of(&PruneFinished {})).expect("valid schedule"),
+        Periodic::new("cleanup_old_builds", "41 3 * * *", NewTask::of(&CleanupOldBuilds {})).expect("valid schedule"),
+        Periodic::new("sweep_blobs", "41 5 * * *", NewTask::of(&SweepBlobs {})).expect("valid schedule"),
     ]
 }
 
@@ -81,7 +96,7 @@ pub fn worker(
 ) -> anyhow::Result<(Worker, Vec<String>)> {
     let db = store.queue_db();
     let owner = default_owner();
-    let registry = registry(store, &cli.queue, &cli.mail, &owner)?;
+    let registry = registry(store, &cli.open_blobs()?, cli, &owner)?;
     let queue = Queue::new(cli.queue.routes());
     let queues = worker_queues(named, &registry, &queue)?;
     let mut config =

@@ -71,16 +71,40 @@ fn sorted_unique(mut ids: Vec<i64>) -> Vec<i64> {
     ids
 }
 
-/// Removes the rows of `table` (tests or metrics) of a run in batches, and
-/// the names only they used.
-async fn delete_results(store: &Store, table: &str, run: i64) -> Result<(), StoreError> {
+/// Deletes at most `limit` rows of `table` (tests or metrics) of run `run`
+/// in `tx` (their known-issue links go with them); returns the names
+/// (metadata ids) of the rows deleted.
+pub(crate) async fn delete_results_batch(
+    tx: &mut WriteTx,
+    table: &str,
+    run: i64,
+    limit: usize,
+) -> Result<Vec<i64>, StoreError> {
     let sql = format!(
         "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE test_run_id = $1 LIMIT $2) RETURNING metadata_id"
     );
+    Ok(with_tx!(tx, c => sqlx::query_scalar(&sql).bind(run).bind(limit as i64).fetch_all(&mut *c).await)?)
+}
+
+/// Deletes run `run` with its status rows and attachments (its tests and
+/// metrics must be gone already); returns the suites its status rows named.
+pub(crate) async fn delete_run_row(tx: &mut WriteTx, run: i64) -> Result<Vec<i64>, StoreError> {
+    let suites: Vec<Option<i64>> = with_tx!(tx, c => {
+        let suites = sqlx::query_scalar("DELETE FROM statuses WHERE test_run_id = $1 RETURNING suite_id")
+            .bind(run).fetch_all(&mut *c).await?;
+        sqlx::query("DELETE FROM attachments WHERE test_run_id = $1").bind(run).execute(&mut *c).await?;
+        sqlx::query("DELETE FROM testruns WHERE id = $1").bind(run).execute(&mut *c).await?;
+        suites
+    });
+    Ok(suites.into_iter().flatten().collect())
+}
+
+/// Removes the rows of `table` (tests or metrics) of a run in batches, and
+/// the names only they used.
+async fn delete_results(store: &Store, table: &str, run: i64) -> Result<(), StoreError> {
     loop {
         let mut tx = store.begin_write().await?;
-        let names: Vec<i64> = with_tx!(tx, c => sqlx::query_scalar(&sql)
-            .bind(run).bind(MAX_BATCH_ROWS as i64).fetch_all(&mut *c).await)?;
+        let names = delete_results_batch(&mut tx, table, run, MAX_BATCH_ROWS).await?;
         let done = names.len() < MAX_BATCH_ROWS;
         delete_unused_names(&mut tx, &sorted_unique(names)).await?;
         tx.commit().await?;
@@ -110,14 +134,8 @@ pub(crate) async fn discard_run(store: &Store, run: i64) -> Result<(), StoreErro
     let Some((build, environment, created_build, created_environment)) = owner else {
         return Ok(());
     };
-    let suites: Vec<Option<i64>> = with_tx!(tx, c => {
-        let suites = sqlx::query_scalar("DELETE FROM statuses WHERE test_run_id = $1 RETURNING suite_id")
-            .bind(run).fetch_all(&mut *c).await?;
-        sqlx::query("DELETE FROM attachments WHERE test_run_id = $1").bind(run).execute(&mut *c).await?;
-        sqlx::query("DELETE FROM testruns WHERE id = $1").bind(run).execute(&mut *c).await?;
-        suites
-    });
-    let suite_names = delete_unused_suites(&mut tx, &sorted_unique(suites.into_iter().flatten().collect())).await?;
+    let suites = delete_run_row(&mut tx, run).await?;
+    let suite_names = delete_unused_suites(&mut tx, &sorted_unique(suites)).await?;
     delete_unused_names(&mut tx, &sorted_unique(suite_names)).await?;
     if created_build {
         with_tx!(tx, c => sqlx::query(

@@ -12,7 +12,7 @@
 //! suites included.
 
 pub(crate) mod batch;
-mod discard;
+pub(crate) mod discard;
 pub(crate) mod names;
 pub(crate) mod run;
 
