@@ -4,6 +4,7 @@
 //! EmailTemplate), and the tasks that send it at least once per event, with
 //! a Message-ID that is the same on every attempt.
 
+mod delivery;
 mod mailer;
 mod render;
 mod report;
