@@ -4,6 +4,7 @@
 //! every list.
 
 mod annotations;
+mod build_reports;
 mod build_status;
 mod builds;
 mod callbacks;
@@ -54,6 +55,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(metricthresholds::routes())
         .merge(emailtemplates::routes())
         .merge(annotations::routes())
+        .merge(reports::routes())
         .merge(tasks::routes())
 }
 
