@@ -9,7 +9,10 @@ use squadron_queue::{
     default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
     Timing, Worker, WorkerConfig,
 };
-use squadron_status::notify::{Mailer, NotificationTimeout, NotifyBuild, Notifying};
+use squadron_status::notify::{
+    Mailer, NotificationTimeout, NotifyBuild, Notifying, PrepareReport, RemoveDelayedReports, SendReportCallback,
+    SendReportEmail,
+};
 use squadron_status::{
     Delivering, ReapplyKnownIssues, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus,
 };
@@ -29,11 +32,16 @@ pub fn registry(store: &Store, options: &QueueOptions, mail: &MailOptions, owner
     registry.register::<UpdateBuildStatus>(status.clone());
     registry.register::<ReconcileBuildStatus>(status.clone());
     registry.register::<ReapplyKnownIssues>(status);
-    registry.register::<SendBuildCallbacks>(Arc::new(Delivering::new(store.clone())));
+    registry.register::<RemoveDelayedReports>(Arc::new(store.clone()));
+    let delivering = Arc::new(Delivering::new(store.clone()));
+    registry.register::<SendBuildCallbacks>(delivering.clone());
+    registry.register::<SendReportCallback>(delivering);
     let mailer = Mailer::new(mail.settings()).context("cannot set up email")?;
     let notifying = Arc::new(Notifying { store: store.clone(), queue: Queue::new(options.routes()), mailer });
     registry.register::<NotifyBuild>(notifying.clone());
-    registry.register::<NotificationTimeout>(notifying);
+    registry.register::<NotificationTimeout>(notifying.clone());
+    registry.register::<PrepareReport>(notifying.clone());
+    registry.register::<SendReportEmail>(notifying);
     if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
         warn!("this is a test build: the crash-test task kinds are registered");
     }
@@ -42,13 +50,17 @@ pub fn registry(store: &Store, options: &QueueOptions, mail: &MailOptions, owner
 
 /// The periodic tasks: the sweep of hidden runs left by dead writers every
 /// minute, the reconciliation of stale build statuses every five minutes,
-/// and the pruning of old finished tasks every ten minutes.
+/// the pruning of old finished tasks every ten minutes, and the removal of
+/// delayed reports past their retention every hour (SQUAD does it daily,
+/// so its reports outlive their retention by up to a day).
 pub fn schedules() -> Vec<Periodic> {
     vec![
         Periodic::new("reconcile_build_status", "*/5 * * * *", NewTask::of(&ReconcileBuildStatus {}))
             .expect("valid schedule"),
         Periodic::new("sweep_hidden_runs", "* * * * *", NewTask::of(&SweepHiddenRuns {})).expect("valid schedule"),
         Periodic::new("prune_finished_tasks", "*/10 * * * *", NewTask::of(&PruneFinished {})).expect("valid schedule"),
+        Periodic::new("remove_delayed_reports", "21 * * * *", NewTask::of(&RemoveDelayedReports {}))
+            .expect("valid schedule"),
     ]
 }
 
