@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use squadron_status::notify::{
     is_email, prepare_now, DelayedReport, ReportRequest, Site, MAX_RETENTION_DAYS, REPORT_FORMATS,
 };
+use squadron_store::sql::Sql;
 
 use super::{field_error, json, not_found, Input, Rest};
 use crate::error::ApiError;
@@ -86,7 +87,7 @@ async fn report_request(rest: &Rest, id: i64, input: &Input) -> Result<(ReportRe
 /// The `template` field: the id of an existing email template.
 async fn template(rest: &Rest, input: &Input) -> Result<i64, ApiError> {
     let id = input.integer("template")?.unwrap_or_default();
-    let mut sql = squadron_store::sql::Sql::new("SELECT COUNT(*) FROM email_templates WHERE id = ");
+    let mut sql = Sql::new("SELECT COUNT(*) FROM email_templates WHERE id = ");
     sql.bind(id);
     if rest.state.store.fetch_count(&sql).await? == 0 {
         return Err(field_error("template", &format!("no email template {id}")));
