@@ -20,7 +20,7 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times a callback is tried before it is given up (marked sent
 /// with the last error, as SQUAD records failures).
-const CALLBACK_ATTEMPTS: i32 = 8;
+pub(crate) const CALLBACK_ATTEMPTS: i32 = 8;
 
 /// The most of a response body recorded.
 const RECORDED_BODY: usize = 64 * 1024;

@@ -11,15 +11,6 @@ use squadron_store::both_engines;
 #[allow(unused_imports)]
 use squadron_store::testing::TestDb;
 
-impl Api {
-    async fn submit_tests(&self, build: &str, tests: &str) -> i64 {
-        let path = format!("/api/submit/g/p/{build}/x86");
-        let (status, body) = self.post_form(&path, Some(&self.admin), &[("tests", tests)]).await;
-        assert_eq!(status, 201, "{body}");
-        self.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {body}")).await
-    }
-}
-
 both_engines! {
 
 async fn subscriptions_by_address_or_user(db: TestDb) {
@@ -76,8 +67,8 @@ async fn email_templates_are_checked_and_used_by_the_project(db: TestDb) {
     let (code, patched) = api.call_json(Method::PATCH, &format!("/api/projects/{project}/"), Some(&api.admin), json!({"custom_email_template": link})).await;
     assert_eq!((code, patched["custom_email_template"].as_str()), (200, Some(link.as_str())), "{patched}");
 
-    let v1 = api.submit_tests("v1", r#"{"s/a": "pass", "s/b": "pass"}"#).await;
-    let v2 = api.submit_tests("v2", r#"{"s/a": "fail", "s/b": "pass"}"#).await;
+    let v1 = api.submit_tests("p", "v1", r#"{"s/a": "pass", "s/b": "pass"}"#).await;
+    let v2 = api.submit_tests("p", "v2", r#"{"s/a": "fail", "s/b": "pass"}"#).await;
     let (code, content_type, body) = api.get_text(&format!("/api/builds/{v2}/email/")).await;
     assert_eq!((code, content_type.as_str(), body.as_str()), (200, "text/plain; charset=utf-8", "x86: s/a"));
     let (code, _, body) = api.get_text(&format!("/api/builds/{v2}/email/?template=default&output=text/html")).await;

@@ -9,7 +9,10 @@ use squadron_queue::{
     default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
     Timing, Worker, WorkerConfig,
 };
-use squadron_status::notify::{Mailer, NotificationTimeout, NotifyBuild, Notifying};
+use squadron_status::notify::{
+    Mailer, NotificationTimeout, NotifyBuild, Notifying, PrepareReport, RemoveDelayedReports, SendReportCallback,
+    SendReportEmail,
+};
 use squadron_status::patches::{NotifyPatchSource, Patching};
 use squadron_status::{
     Delivering, ReapplyKnownIssues, ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus,
@@ -42,13 +45,18 @@ pub fn registry(store: &Store, blobs: &BlobStore, cli: &Cli, owner: &str) -> any
     registry.register::<UpdateBuildStatus>(status.clone());
     registry.register::<ReconcileBuildStatus>(status.clone());
     registry.register::<ReapplyKnownIssues>(status);
-    registry.register::<SendBuildCallbacks>(Arc::new(Delivering::new(store.clone())));
+    registry.register::<RemoveDelayedReports>(Arc::new(store.clone()));
+    let delivering = Arc::new(Delivering::new(store.clone()));
+    registry.register::<SendBuildCallbacks>(delivering.clone());
+    registry.register::<SendReportCallback>(delivering);
     let settings = mail.settings();
     registry.register::<NotifyPatchSource>(Arc::new(Patching::new(store.clone(), settings.site.clone())));
     let mailer = Mailer::new(settings).context("cannot set up email")?;
     let notifying = Arc::new(Notifying { store: store.clone(), queue: Queue::new(options.routes()), mailer });
     registry.register::<NotifyBuild>(notifying.clone());
-    registry.register::<NotificationTimeout>(notifying);
+    registry.register::<NotificationTimeout>(notifying.clone());
+    registry.register::<PrepareReport>(notifying.clone());
+    registry.register::<SendReportEmail>(notifying);
     if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
         warn!("this is a test build: the crash-test task kinds are registered");
     }
@@ -57,7 +65,9 @@ pub fn registry(store: &Store, blobs: &BlobStore, cli: &Cli, owner: &str) -> any
 
 /// The periodic tasks: the sweep of hidden runs left by dead writers every
 /// minute, the reconciliation of stale build statuses every five minutes,
-/// the pruning of old finished tasks every ten minutes, and, daily, data
+/// the pruning of old finished tasks every ten minutes, the removal of
+/// delayed reports past their retention every hour (SQUAD does it daily,
+/// so its reports outlive their retention by up to a day), and, daily, data
 /// retention at 03:41 UTC (SQUAD's time) and the blob sweep two hours later.
 pub fn schedules() -> Vec<Periodic> {
     vec![
@@ -65,6 +75,8 @@ pub fn schedules() -> Vec<Periodic> {
             .expect("valid schedule"),
         Periodic::new("sweep_hidden_runs", "* * * * *", NewTask::of(&SweepHiddenRuns {})).expect("valid schedule"),
         Periodic::new("prune_finished_tasks", "*/10 * * * *", NewTask::of(&PruneFinished {})).expect("valid schedule"),
+        Periodic::new("remove_delayed_reports", "21 * * * *", NewTask::of(&RemoveDelayedReports {}))
+            .expect("valid schedule"),
         Periodic::new("cleanup_old_builds", "41 3 * * *", NewTask::of(&CleanupOldBuilds {})).expect("valid schedule"),
         Periodic::new("sweep_blobs", "41 5 * * *", NewTask::of(&SweepBlobs {})).expect("valid schedule"),
     ]

@@ -10,6 +10,7 @@ use squadron_queue::{Job, NewTask, Outcome, Queue, RunAt, StepTx, Task, TaskErro
 use squadron_store::sql::Sql;
 use squadron_store::{Store, WriteTx};
 
+use super::delivery::{deliver, Delivery, MAIL_ATTEMPTS};
 use super::mailer::Mailer;
 use super::render::{render, render_failed_jobs, FailedJob, Rendered, TemplateChoice};
 use super::report::Report;
@@ -24,9 +25,6 @@ pub const FINISHED: &str = "on_build_finished";
 pub const TIMEOUT: &str = "notification_timeout";
 /// The event of a moderated build's notification being approved.
 pub const APPROVED: &str = "approved";
-
-/// How many times an email is tried before the task fails.
-const MAIL_ATTEMPTS: i32 = 10;
 
 /// What the notification tasks need.
 pub struct Notifying {
@@ -116,7 +114,11 @@ impl Task for NotifyBuild {
         })?;
         for email in &emails {
             job.check_stop()?;
-            self.deliver(cx, job, email).await?;
+            let delivery =
+                Delivery { build_id: self.build_id, event: &self.event, generation: self.generation, kind: email.kind };
+            if let Some(tx) = deliver(&cx.store, &cx.mailer, &delivery, &email.rendered, &email.recipients).await? {
+                job.commit_step(tx, &email.kind).await?;
+            }
         }
         let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
         let mut done = Sql::new("UPDATE build_status SET notified = TRUE WHERE build_id = ");
@@ -166,49 +168,6 @@ impl NotifyBuild {
         }
         emails.retain(|e| !e.recipients.is_empty());
         Ok(emails)
-    }
-
-    /// Sends one email unless it was sent already: the attempt is recorded
-    /// (and committed) first, and the email marked sent in a fenced step.
-    async fn deliver(&self, cx: &Notifying, job: &mut Job, email: &Email) -> Result<(), TaskError> {
-        let (build, event, generation) = (self.build_id, &self.event, self.generation);
-        let mut sent =
-            Sql::new("SELECT COUNT(*) FROM notification_deliveries WHERE sent_at IS NOT NULL AND build_id = ");
-        sent.bind(build).push(" AND event = ").bind(event.as_str()).push(" AND generation = ").bind(generation);
-        sent.push(" AND kind = ").bind(email.kind);
-        if cx.store.fetch_count(&sent).await.map_err(TaskError::failed)? > 0 {
-            return Ok(());
-        }
-        let message_id = cx.mailer.message_id(&format!("squadron.build-{build}.{event}.{generation}.{}", email.kind));
-        let now = Utc::now();
-        let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
-        let mut attempt = Sql::new(
-            "INSERT INTO notification_deliveries (build_id, event, generation, kind, message_id, recipients, subject, \
-             attempts, last_attempt_at) VALUES (",
-        );
-        attempt.bind(build).push(", ").bind(event.as_str()).push(", ").bind(generation).push(", ").bind(email.kind);
-        attempt.push(", ").bind(message_id.as_str()).push(", ").bind(email.recipients.join(", "));
-        attempt.push(", ").bind(email.rendered.subject.as_str()).push(", 1, ").bind(now);
-        attempt.push(
-            ") ON CONFLICT (build_id, event, generation, kind) DO UPDATE SET \
-             attempts = notification_deliveries.attempts + 1, last_attempt_at = excluded.last_attempt_at",
-        );
-        tx.execute(&attempt).await.map_err(TaskError::failed)?;
-        tx.commit().await.map_err(TaskError::failed)?;
-        if let Err(e) = cx.mailer.send(&email.rendered, &email.recipients, &message_id).await {
-            let mut failed = Sql::new("UPDATE notification_deliveries SET error = ");
-            failed.bind(e.to_string()).push(" WHERE message_id = ").bind(message_id.as_str());
-            let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
-            tx.execute(&failed).await.map_err(TaskError::failed)?;
-            tx.commit().await.map_err(TaskError::failed)?;
-            return Err(TaskError::failed(e));
-        }
-        crate::crash_window::after_send(&message_id);
-        let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
-        let mut done = Sql::new("UPDATE notification_deliveries SET error = NULL, sent_at = ");
-        done.bind(Utc::now()).push(" WHERE message_id = ").bind(message_id.as_str());
-        tx.execute(&done).await.map_err(TaskError::failed)?;
-        job.commit_step(tx, &email.kind).await
     }
 }
 

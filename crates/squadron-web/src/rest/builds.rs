@@ -193,8 +193,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/builds/{id}/testjobs_summary/", get(super::testjobs_summary::summary))
         .route("/api/builds/{id}/failures_with_confidence/", get(super::failures::failures_with_confidence))
         .route("/api/builds/{id}/cancel/", post(pending("CI test jobs")))
-        .route("/api/builds/{id}/email/", get(super::reports::email))
-        .route("/api/builds/{id}/report/", get(pending("build reports")).post(pending("build reports")))
+        .route("/api/builds/{id}/email/", get(super::build_reports::email))
+        .route("/api/builds/{id}/report/", get(super::build_reports::report).post(super::build_reports::report))
         .route("/api/builds/{id}/callbacks/", get(super::callbacks::list).post(super::callbacks::create))
         .route("/api/builds/{id}/compare/", get(super::compare::compare_build))
 }

@@ -4,6 +4,7 @@
 //! every list.
 
 mod annotations;
+mod build_reports;
 mod build_status;
 mod builds;
 mod callbacks;
@@ -56,6 +57,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(emailtemplates::routes())
         .merge(patchsources::routes())
         .merge(annotations::routes())
+        .merge(reports::routes())
         .merge(tasks::routes())
 }
 

@@ -139,6 +139,15 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}")))
     }
 
+    /// Submits `tests` (as the superuser) as a run of `build` on `x86` in
+    /// project `project` of group `g`; returns the build's id.
+    pub async fn submit_tests(&self, project: &str, build: &str, tests: &str) -> i64 {
+        let path = format!("/api/submit/g/{project}/{build}/x86");
+        let (status, body) = self.post_form(&path, Some(&self.admin), &[("tests", tests)]).await;
+        assert_eq!(status, 201, "{body}");
+        self.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {body}")).await
+    }
+
     /// The `detail` of a JSON error body.
     pub fn detail(body: &str) -> String {
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
