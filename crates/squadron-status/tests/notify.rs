@@ -62,7 +62,7 @@ async fn run_until(db: &TestDb, sink: &SmtpSink, condition: &str) {
     registry.register::<NotifyBuild>(notifying.clone());
     registry.register::<NotificationTimeout>(notifying);
     registry.register::<FakePlugin>(Arc::new(db.store.clone()));
-    common::run_until(db, registry, &["core_postprocess", "core_notification"], condition).await;
+    db.run_tasks_until(registry, &["core_postprocess", "core_notification"], condition).await;
 }
 
 fn notified(build: i64) -> String {

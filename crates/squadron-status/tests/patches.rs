@@ -53,7 +53,7 @@ async fn run_until(db: &TestDb, ssh: &std::path::Path, condition: &str) {
     let mut patching = Patching::new(db.store.clone(), site());
     patching.ssh = ssh.to_path_buf();
     registry.register::<NotifyPatchSource>(Arc::new(patching));
-    common::run_until(db, registry, &["core_notification"], condition).await;
+    db.run_tasks_until(registry, &["core_notification"], condition).await;
 }
 
 /// Creates a patch build `version` from `source` with `patch_id`, as

@@ -18,29 +18,12 @@ use common::{submit, submit_with, updated};
 
 /// Runs the status tasks in a worker until `condition` (a count) is 1.
 async fn run_status_tasks_until(db: &TestDb, condition: &str) {
-    let queue_db = db.store.queue_db();
     let mut registry = Registry::new();
     let cx = std::sync::Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() });
     registry.register::<UpdateBuildStatus>(cx.clone());
     registry.register::<ReconcileBuildStatus>(cx.clone());
     registry.register::<ReapplyKnownIssues>(cx);
-    let queues = vec![("core_postprocess".to_string(), 4), ("core_quick".to_string(), 4)];
-    let worker = Worker::new(
-        queue_db.clone(),
-        Queue::default(),
-        registry,
-        WorkerConfig::new(&queue_db, queues),
-        Metrics::default(),
-    );
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while db.scalar(condition).await < 1 {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting until {condition}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.signal();
-    running.await.unwrap().unwrap();
+    db.run_tasks_until(registry, &["core_postprocess", "core_quick"], condition).await;
 }
 
 fn names(map: &std::collections::BTreeMap<String, Vec<String>>, env: &str) -> Vec<String> {

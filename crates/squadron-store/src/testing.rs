@@ -117,3 +117,38 @@ pub async fn table_counts(store: &Store) -> Vec<(String, i64)> {
     }
     counts
 }
+
+impl TestDb {
+    /// Runs `registry`'s kinds from `queues` (two at a time each, polling
+    /// every 50 ms, short retry backoff) until `condition` (a count) is at
+    /// least 1; after 20 s panics with what the tasks are doing.
+    pub async fn run_tasks_until(&self, registry: squadron_queue::Registry, queues: &[&str], condition: &str) {
+        use std::time::{Duration, Instant};
+        let queue_db = self.store.queue_db();
+        let mut config =
+            squadron_queue::WorkerConfig::new(&queue_db, queues.iter().map(|q| (q.to_string(), 2)).collect());
+        config.timing.poll = Duration::from_millis(50);
+        config.backoff = squadron_queue::Backoff { base: Duration::from_millis(50), max: Duration::from_millis(200) };
+        let worker = squadron_queue::Worker::new(
+            queue_db.clone(),
+            squadron_queue::Queue::default(),
+            registry,
+            config,
+            squadron_queue::Metrics::default(),
+        );
+        let shutdown = squadron_queue::Shutdown::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.scalar(condition).await < 1 {
+            if Instant::now() > deadline {
+                let tasks = self
+                    .text("SELECT COALESCE(STRING_AGG(kind || ' ' || state || ' ' || COALESCE(last_error, ''), '; '), '') FROM tasks")
+                    .await;
+                panic!("timed out waiting until {condition}; tasks: {tasks}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.signal();
+        running.await.expect("the worker ran").expect("the worker stopped cleanly");
+    }
+}

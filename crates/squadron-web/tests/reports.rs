@@ -10,7 +10,6 @@ mod smtp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -20,7 +19,7 @@ use common::Api;
 use reqwest::Method;
 use serde_json::{json, Value};
 use smtp::SmtpSink;
-use squadron_queue::{Backoff, Metrics, NewTask, Queue, Registry, Shutdown, StepTx, Worker, WorkerConfig};
+use squadron_queue::{NewTask, Queue, Registry, StepTx};
 use squadron_status::notify::{
     MailSettings, Mailer, Notifying, PrepareReport, RemoveDelayedReports, SendReportCallback, SendReportEmail, Site,
 };
@@ -32,7 +31,6 @@ use squadron_store::testing::TestDb;
 /// Runs the report tasks (email to `smtp_port`) until `condition` (a
 /// count) is at least 1.
 async fn run_until(db: &TestDb, smtp_port: u16, condition: &str) {
-    let queue_db = db.store.queue_db();
     let mut registry = Registry::new();
     let settings = MailSettings {
         smtp_host: "127.0.0.1".into(),
@@ -46,23 +44,7 @@ async fn run_until(db: &TestDb, smtp_port: u16, condition: &str) {
     registry.register::<SendReportEmail>(notifying);
     registry.register::<SendReportCallback>(Arc::new(Delivering::new(db.store.clone())));
     registry.register::<RemoveDelayedReports>(Arc::new(db.store.clone()));
-    let queues = ["core_reporting", "core_notification", "core_quick"].map(|q| (q.to_string(), 2)).to_vec();
-    let mut config = WorkerConfig::new(&queue_db, queues);
-    config.timing.poll = Duration::from_millis(50);
-    config.backoff = Backoff { base: Duration::from_millis(50), max: Duration::from_millis(200) };
-    let worker = Worker::new(queue_db.clone(), Queue::default(), registry, config, Metrics::default());
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while db.scalar(condition).await < 1 {
-        if Instant::now() > deadline {
-            let tasks = db.text("SELECT COALESCE(STRING_AGG(kind || ' ' || state || ' ' || COALESCE(last_error, ''), '; '), '') FROM tasks").await;
-            panic!("timed out waiting until {condition}; tasks: {tasks}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.signal();
-    running.await.unwrap().unwrap();
+    db.run_tasks_until(registry, &["core_reporting", "core_notification", "core_quick"], condition).await;
 }
 
 /// The id at the end of a report's URL.

@@ -4,9 +4,7 @@
 #![allow(dead_code)]
 
 use squadron_core::submission::parse_metadata;
-use std::time::{Duration, Instant};
-
-use squadron_queue::{Metrics, Queue, Registry, Shutdown, Worker, WorkerConfig};
+use squadron_queue::Queue;
 use squadron_status::{update_build_status, Updated};
 use squadron_store::ingest::{IngestOptions, Submission};
 use squadron_store::testing::TestDb;
@@ -68,28 +66,4 @@ pub async fn updated(db: &TestDb, build: i64) -> squadron_status::BuildStatus {
         Updated::Written(status) => *status,
         Updated::Stale => panic!("nothing changed the build meanwhile"),
     }
-}
-
-/// Runs `registry`'s kinds from `queues` (two at a time each) until
-/// `condition` (a count) is at least 1; on a timeout, says what the tasks
-/// are doing.
-pub async fn run_until(db: &TestDb, registry: Registry, queues: &[&str], condition: &str) {
-    let queue_db = db.store.queue_db();
-    let mut config = WorkerConfig::new(&queue_db, queues.iter().map(|q| (q.to_string(), 2)).collect());
-    config.timing.poll = Duration::from_millis(50);
-    let worker = Worker::new(queue_db.clone(), Queue::default(), registry, config, Metrics::default());
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while db.scalar(condition).await < 1 {
-        if Instant::now() > deadline {
-            let tasks = db
-                .text("SELECT COALESCE(STRING_AGG(kind || ' ' || state || ' ' || COALESCE(last_error, ''), '; '), '') FROM tasks")
-                .await;
-            panic!("timed out waiting until {condition}; tasks: {tasks}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.signal();
-    running.await.unwrap().unwrap();
 }
