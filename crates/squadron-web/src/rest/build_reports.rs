@@ -115,6 +115,11 @@ async fn baseline_build(rest: &Rest, id: i64) -> Result<i64, ApiError> {
 /// The report asked for, found or made.
 async fn get_or_create(rest: &Rest, id: i64, input: &Input) -> Result<i64, ApiError> {
     let (request, force) = report_request(rest, id, input).await?;
+    // Unlike SQUAD, an anonymous caller may not make the server send email
+    // or requests to an address of their choosing.
+    if (request.email_recipient.is_some() || request.callback.is_some()) && rest.user.is_none() {
+        return Err(ApiError::unauthorized("Authentication is needed to have a report emailed or called back."));
+    }
     let (report, _) =
         request.get_or_create(&rest.state.store, &rest.state.queue, force).await.map_err(|e| ApiError::internal(&e))?;
     Ok(report)
