@@ -146,6 +146,17 @@ impl NotifyBuild {
     /// to the admins while the project moderates and the build is not
     /// approved.
     async fn emails(&self, cx: &Notifying, state: &State) -> Result<Vec<Email>, StatusError> {
+        // Most projects have no subscribers: then there is nothing to
+        // gather or render.
+        let mut anyone = Sql::new(
+            "SELECT (SELECT COUNT(*) FROM subscriptions s WHERE s.project_id = b.project_id) \
+                  + (SELECT COUNT(*) FROM admin_subscriptions a WHERE a.project_id = b.project_id) \
+             FROM builds b WHERE b.id = ",
+        );
+        anyone.bind(self.build_id);
+        if cx.store.fetch_count(&anyone).await? == 0 {
+            return Ok(Vec::new());
+        }
         let site = cx.mailer.site();
         let report = Report::gather(&cx.store, site, self.build_id, None).await?;
         let admins = admin_recipients(&cx.store, report.project.id).await?;
