@@ -33,7 +33,7 @@ pub async fn raw_insert(
         attachments: Vec::new(),
         completed: true,
     };
-    let mut run = HiddenRun::begin(store, &submission).await.map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let mut run = HiddenRun::begin(store, &submission, None).await.map_err(|e| StoreError::Invalid(e.to_string()))?;
     let log = "x".repeat(200);
     let started = Instant::now();
     for start in (0..tests).step_by(MAX_BATCH_ROWS) {

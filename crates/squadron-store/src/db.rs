@@ -431,6 +431,11 @@ impl WriteTx {
         crate::sql::fetch_all_in(self, sql).await
     }
 
+    /// Runs a read query in this transaction and decodes its first row.
+    pub async fn fetch_optional<T: crate::sql::Row>(&mut self, sql: &crate::sql::Sql) -> Result<Option<T>, StoreError> {
+        Ok(self.fetch_all(sql).await?.into_iter().next())
+    }
+
     /// Runs a query giving one integer in this transaction.
     pub async fn fetch_integer(&mut self, sql: &crate::sql::Sql) -> Result<i64, StoreError> {
         crate::sql::fetch_id_in(self, sql).await

@@ -14,6 +14,7 @@ use squadron_core::submission::{SubmittedMetric, SubmittedTest};
 use squadron_core::summary::RunStatus;
 
 use super::names::{intern_missing, revalidate, values_placeholders, NameKind};
+use super::run::Writer;
 use super::IngestError;
 use crate::db::{EngineTx, WriteTx};
 use crate::{Store, StoreError};
@@ -101,8 +102,8 @@ pub(crate) fn dedupe<T>(batch: Vec<T>, key: impl Fn(&T) -> (&str, &str)) -> Vec<
 pub(crate) struct Job<T> {
     pub(crate) store: Store,
     pub(crate) run: RunIds,
-    /// The writer that owns the run; the write fails if it no longer does.
-    pub(crate) owner: String,
+    /// Who writes the run; the write fails if it no longer may.
+    pub(crate) owner: Writer,
     /// The suite of each item, already created, aligned with the items.
     pub(crate) suite_ids: Vec<i64>,
     pub(crate) batch: Prepared<T>,
@@ -139,17 +140,21 @@ impl<T: Named> Prepared<T> {
 /// removed has lost its owner, and no batch may land in it any more. On
 /// PostgreSQL the run is share-locked until `tx` ends, so the removal
 /// waits for batches already being written.
-async fn check_owner(tx: &mut WriteTx, run: i64, owner: &str) -> Result<(), IngestError> {
+async fn check_owner(tx: &mut WriteTx, run: i64, owner: &Writer) -> Result<(), IngestError> {
+    let (condition, owner) = match owner {
+        Writer::Hidden(owner) => ("ingest_owner = $2", owner.as_str()),
+        Writer::Visible => ("visible AND $2 = ''", ""),
+    };
     let owned: Option<i64> = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
-            sqlx::query_scalar("SELECT id FROM testruns WHERE id = $1 AND ingest_owner = $2")
+            sqlx::query_scalar(&format!("SELECT id FROM testruns WHERE id = $1 AND {condition}"))
                 .bind(run)
                 .bind(owner)
                 .fetch_optional(&mut **c)
                 .await?
         }
         EngineTx::Postgres(c) => {
-            sqlx::query_scalar("SELECT id FROM testruns WHERE id = $1 AND ingest_owner = $2 FOR SHARE")
+            sqlx::query_scalar(&format!("SELECT id FROM testruns WHERE id = $1 AND {condition} FOR SHARE"))
                 .bind(run)
                 .bind(owner)
                 .fetch_optional(&mut **c)

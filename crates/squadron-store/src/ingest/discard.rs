@@ -154,3 +154,19 @@ pub(crate) async fn discard_run(store: &Store, run: i64) -> Result<(), StoreErro
     tx.commit().await?;
     Ok(())
 }
+
+/// Retires the visible run `id` in `tx`: it is hidden at once and removed,
+/// in short batches, by the next sweep of hidden runs (SQUAD deletes a run
+/// in one long transaction). Its build's status becomes stale.
+pub async fn retire_run(tx: &mut WriteTx, id: i64) -> Result<(), StoreError> {
+    let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    with_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE testruns SET visible = FALSE, ingest_owner = 'retired', ingest_heartbeat_at = $2, \
+             ingest_created_build = FALSE, ingest_created_environment = FALSE WHERE id = $1 AND visible",
+        ).bind(id).bind(epoch).execute(&mut *c).await?;
+        sqlx::query("UPDATE builds SET status_version = status_version + 1 WHERE id IN (SELECT build_id FROM testruns WHERE id = $1)")
+            .bind(id).execute(&mut *c).await?;
+    });
+    Ok(())
+}

@@ -25,9 +25,11 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::blob::{Blob, BlobStore};
+use crate::db::WriteTx;
 use crate::{Store, StoreError};
 pub use batch::parse_measurements;
 use batch::{Named, Prepared, Written};
+pub use discard::retire_run;
 use run::HiddenRun;
 
 /// The largest number of rows one ingestion transaction writes.
@@ -74,11 +76,73 @@ pub struct IngestOptions {
     /// publishes the run, so that it exists exactly when the run is
     /// visible (the build status recomputation, for one).
     pub on_publish: Option<crate::builds::BuildTask>,
+    /// Names the writer of the hidden run (a task, say): a later ingestion
+    /// by the same owner removes an earlier hidden run it left behind at
+    /// once, instead of waiting for its heartbeat to go stale. Unnamed
+    /// writers get a fresh owner each time.
+    pub owner: Option<String>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { batch_rows: MAX_BATCH_ROWS, on_publish: None }
+        IngestOptions { batch_rows: MAX_BATCH_ROWS, on_publish: None, owner: None }
+    }
+}
+
+/// A run whose rows are written but which is not published yet: a hidden
+/// run from [`Store::stage`], or a visible run reopened by
+/// [`Store::reopen_run`]. [`StagedRun::publish_in`] publishes it in the
+/// caller's transaction, so that the caller's own writes (and follow-up
+/// tasks) commit with it; a staged run never published stays hidden and is
+/// removed by the sweep or by its owner's next attempt.
+pub struct StagedRun<'s> {
+    run: HiddenRun<'s>,
+    metadata: squadron_core::submission::RunMetadata,
+    batch_rows: usize,
+}
+
+impl StagedRun<'_> {
+    /// The run's id.
+    pub fn id(&self) -> i64 {
+        self.run.id
+    }
+
+    /// The run's build.
+    pub fn build_id(&self) -> i64 {
+        self.run.ids().build
+    }
+
+    /// Adds tests and metrics to the run, each batch in a short transaction
+    /// of its own. A test or metric already in the run is overwritten, so
+    /// writing the same items twice gives the same rows.
+    pub async fn append(
+        &mut self,
+        tests: Vec<squadron_core::submission::SubmittedTest>,
+        metrics: Vec<squadron_core::submission::SubmittedMetric>,
+    ) -> Result<(), IngestError> {
+        let rows = self.batch_rows;
+        if !tests.is_empty() {
+            pipeline(&mut self.run, Batches::from_items(rows, tests)).await?;
+        }
+        if !metrics.is_empty() {
+            pipeline(&mut self.run, Batches::from_items(rows, metrics)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the run's status rows and makes it visible in `tx`.
+    pub async fn publish_in(&mut self, tx: &mut WriteTx) -> Result<(), IngestError> {
+        let metadata = std::mem::take(&mut self.metadata);
+        self.run.publish_in(tx, &metadata).await
+    }
+
+    /// Removes a hidden run that will not be published (a reopened visible
+    /// run is left as it is).
+    pub async fn discard(self) -> Result<(), StoreError> {
+        if self.run.is_hidden() {
+            discard::discard_run(self.run.store, self.run.id).await?;
+        }
+        Ok(())
     }
 }
 
@@ -123,12 +187,9 @@ impl Store {
         submission: &Submission,
         options: IngestOptions,
     ) -> Result<i64, IngestError> {
-        let batch_rows = options.batch_rows.clamp(1, MAX_BATCH_ROWS);
-        let mut run = HiddenRun::begin(self, submission).await?;
-        let outcome = match feed(&mut run, blobs, submission, batch_rows).await {
-            Ok(()) => run.publish(&submission.metadata, options.on_publish.as_ref()).await,
-            Err(e) => Err(e),
-        };
+        let on_publish = options.on_publish.clone();
+        let StagedRun { mut run, .. } = self.stage(blobs, submission, options).await?;
+        let outcome = run.publish(&submission.metadata, on_publish.as_ref()).await;
         if let Ok(id) = &outcome {
             self.refresh_statistics_after(*id, run.written()).await;
         }
@@ -157,6 +218,35 @@ impl Store {
                 }
             }
         });
+    }
+
+    /// Writes a submitted test run into a hidden run without publishing it
+    /// (see [`StagedRun`]). On error nothing of the submission stays
+    /// behind. `options.on_publish` is not used: the caller enqueues what
+    /// it needs in its publishing transaction.
+    pub async fn stage(
+        &self,
+        blobs: &BlobStore,
+        submission: &Submission,
+        options: IngestOptions,
+    ) -> Result<StagedRun<'_>, IngestError> {
+        let batch_rows = options.batch_rows.clamp(1, MAX_BATCH_ROWS);
+        let mut run = HiddenRun::begin(self, submission, options.owner.as_deref()).await?;
+        if let Err(e) = feed(&mut run, blobs, submission, batch_rows).await {
+            if let Err(e) = discard::discard_run(self, run.id).await {
+                warn!(testrun = run.id, error = %e, "could not remove a rejected hidden run; the sweep will");
+            }
+            return Err(e);
+        }
+        Ok(StagedRun { run, metadata: submission.metadata.clone(), batch_rows })
+    }
+
+    /// Reopens the visible run `id` so that post-processing can add tests
+    /// and metrics to it (see [`StagedRun::append`]); publishing it again
+    /// recounts its status rows.
+    pub async fn reopen_run(&self, id: i64) -> Result<StagedRun<'_>, IngestError> {
+        let run = HiddenRun::reopen(self, id).await?;
+        Ok(StagedRun { run, metadata: Default::default(), batch_rows: MAX_BATCH_ROWS })
     }
 
     /// Removes hidden runs whose heartbeat is older than `older_than`: what
@@ -268,6 +358,19 @@ impl<T: Send + 'static> Batches<T> {
             outcome
         });
         Batches { receiver, parser }
+    }
+
+    /// Batches of items already in memory.
+    fn from_items(batch_rows: usize, items: Vec<T>) -> Batches<T> {
+        Batches::spawn(batch_rows, move |sink| {
+            let count = items.len();
+            for item in items {
+                if sink(item).is_break() {
+                    return Err(InputError::Aborted);
+                }
+            }
+            Ok(count)
+        })
     }
 
     /// The next batch, or `None` when the parser is done.

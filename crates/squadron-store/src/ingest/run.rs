@@ -32,10 +32,21 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 /// it found was removed meanwhile (by a concurrent discard).
 const BEGIN_RETRIES: usize = 3;
 
+/// Who may write a run's rows.
+#[derive(Clone)]
+pub(crate) enum Writer {
+    /// The owner of a hidden run being ingested.
+    Hidden(String),
+    /// A visible run reopened to add post-processing output.
+    Visible,
+}
+
+/// A run being written: a hidden run being ingested, or a visible run
+/// reopened to add post-processing output.
 pub(crate) struct HiddenRun<'s> {
     pub(crate) store: &'s Store,
     pub(crate) id: i64,
-    owner: String,
+    owner: Writer,
     project_id: i64,
     build_id: i64,
     environment_id: i64,
@@ -54,10 +65,14 @@ pub(crate) struct HiddenRun<'s> {
 impl<'s> HiddenRun<'s> {
     /// Creates the hidden run (and its build and environment if needed) in
     /// one short transaction.
-    pub(crate) async fn begin(store: &'s Store, s: &Submission) -> Result<HiddenRun<'s>, IngestError> {
+    pub(crate) async fn begin(
+        store: &'s Store,
+        s: &Submission,
+        owner: Option<&str>,
+    ) -> Result<HiddenRun<'s>, IngestError> {
         let mut attempt = 0;
         loop {
-            match Self::try_begin(store, s).await {
+            match Self::try_begin(store, s, owner).await {
                 // A concurrent discard removed the build or environment we found.
                 Err(IngestError::Store(e)) if e.is_foreign_key_violation() && attempt < BEGIN_RETRIES => attempt += 1,
                 other => return other,
@@ -65,8 +80,8 @@ impl<'s> HiddenRun<'s> {
         }
     }
 
-    async fn try_begin(store: &'s Store, s: &Submission) -> Result<HiddenRun<'s>, IngestError> {
-        let owner = Uuid::new_v4().to_string();
+    async fn try_begin(store: &'s Store, s: &Submission, named: Option<&str>) -> Result<HiddenRun<'s>, IngestError> {
+        let owner = named.map_or_else(|| Uuid::new_v4().to_string(), str::to_string);
         let job_id = s.metadata.job_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
         let now = Utc::now();
         let m = &s.metadata;
@@ -96,9 +111,12 @@ impl<'s> HiddenRun<'s> {
             if duplicate.is_some() {
                 return Err(IngestError::DuplicateJobId(job_id));
             }
+            // Earlier attempts: with the same job_id and a stale heartbeat,
+            // or by the same named owner (a retried task), however recent.
             let abandoned: Vec<i64> = sqlx::query_scalar(
-                "SELECT id FROM testruns WHERE build_id = $1 AND job_id = $2 AND NOT visible AND ingest_heartbeat_at < $3",
-            ).bind(build_id).bind(&job_id).bind(now - ABANDONED_AFTER).fetch_all(&mut *c).await?;
+                "SELECT id FROM testruns WHERE NOT visible AND ((build_id = $1 AND job_id = $2 AND ingest_heartbeat_at < $3) \
+                 OR ingest_owner = $4)",
+            ).bind(build_id).bind(&job_id).bind(now - ABANDONED_AFTER).bind(named).fetch_all(&mut *c).await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO testruns (build_id, environment_id, created_at, datetime, metadata_file, tests_file, \
                  metrics_file, log_file, completed, build_url, job_id, job_status, job_url, resubmit_url, \
@@ -122,15 +140,10 @@ impl<'s> HiddenRun<'s> {
         for earlier in abandoned {
             discard_run(store, earlier).await?;
         }
-        let issues: Vec<(i64, String)> = with_reader!(store, pool => sqlx::query_as(
-            "SELECT ki.id, ki.test_name FROM known_issues ki \
-             JOIN known_issue_environments e ON e.known_issue_id = ki.id \
-             WHERE e.environment_id = $1 AND ki.active ORDER BY ki.id",
-        ).bind(environment_id).fetch_all(pool).await)?;
         Ok(HiddenRun {
             store,
             id,
-            owner,
+            owner: Writer::Hidden(owner),
             project_id: s.project_id,
             build_id,
             environment_id,
@@ -138,9 +151,43 @@ impl<'s> HiddenRun<'s> {
             status: RunStatus::default(),
             recount: false,
             written: 0,
-            known_issues: Arc::new(KnownIssueMatcher::new(issues.iter().map(|(id, p)| (*id, p.as_str())))),
+            known_issues: Arc::new(Self::load_known_issues(store, environment_id).await?),
             last_heartbeat: Instant::now(),
         })
+    }
+
+    /// Reopens the visible run `id` to add rows to it; its status rows are
+    /// recounted when it is published again.
+    pub(crate) async fn reopen(store: &'s Store, id: i64) -> Result<HiddenRun<'s>, IngestError> {
+        let found: Option<(i64, i64, i64)> = with_reader!(store, pool => sqlx::query_as(
+            "SELECT r.build_id, r.environment_id, b.project_id FROM testruns r JOIN builds b ON b.id = r.build_id \
+             WHERE r.id = $1 AND r.visible",
+        ).bind(id).fetch_optional(pool).await)?;
+        let (build_id, environment_id, project_id) = found.ok_or(IngestError::Swept)?;
+        Ok(HiddenRun {
+            store,
+            id,
+            owner: Writer::Visible,
+            project_id,
+            build_id,
+            environment_id,
+            suites: HashMap::new(),
+            status: RunStatus::default(),
+            recount: true,
+            written: 0,
+            known_issues: Arc::new(Self::load_known_issues(store, environment_id).await?),
+            last_heartbeat: Instant::now(),
+        })
+    }
+
+    /// The active known issues of an environment.
+    async fn load_known_issues(store: &Store, environment_id: i64) -> Result<KnownIssueMatcher, StoreError> {
+        let issues: Vec<(i64, String)> = with_reader!(store, pool => sqlx::query_as(
+            "SELECT ki.id, ki.test_name FROM known_issues ki \
+             JOIN known_issue_environments e ON e.known_issue_id = ki.id \
+             WHERE e.environment_id = $1 AND ki.active ORDER BY ki.id",
+        ).bind(environment_id).fetch_all(pool).await)?;
+        Ok(KnownIssueMatcher::new(issues.iter().map(|(id, p)| (*id, p.as_str()))))
     }
 
     /// Makes sure each suite of `slugs` exists in the project and has this
@@ -231,7 +278,7 @@ impl<'s> HiddenRun<'s> {
         self.written += written.rows;
         self.status.merge(written.status);
         self.recount |= written.repeated;
-        if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+        if matches!(self.owner, Writer::Hidden(_)) && self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
             let mut tx = self.store.begin_write().await?;
             with_tx!(tx, c => sqlx::query("UPDATE testruns SET ingest_heartbeat_at = $2 WHERE id = $1")
                 .bind(self.id).bind(Utc::now()).execute(&mut *c).await.map(|r| r.rows_affected()))?;
@@ -239,6 +286,11 @@ impl<'s> HiddenRun<'s> {
             self.last_heartbeat = Instant::now();
         }
         Ok(())
+    }
+
+    /// Whether this is a hidden run being ingested (not a reopened one).
+    pub(crate) fn is_hidden(&self) -> bool {
+        matches!(self.owner, Writer::Hidden(_))
     }
 
     /// How many tests and metrics were written so far.
@@ -256,19 +308,19 @@ impl<'s> HiddenRun<'s> {
         RunIds { test_run: self.id, build: self.build_id, environment: self.environment_id }
     }
 
-    /// Recomputes the status rows from the stored tests and metrics.
-    async fn recount_status(&self) -> Result<RunStatus<i64>, StoreError> {
+    /// Recomputes the status rows from the stored tests and metrics, in `tx`.
+    async fn recount_status(&self, tx: &mut WriteTx) -> Result<RunStatus<i64>, StoreError> {
         let mut status = RunStatus::default();
-        let counts: Vec<(i64, Option<bool>, Option<bool>, i64)> = with_reader!(self.store, pool => sqlx::query_as(
+        let counts: Vec<(i64, Option<bool>, Option<bool>, i64)> = with_tx!(tx, c => sqlx::query_as(
             "SELECT suite_id, result, has_known_issues, COUNT(*) FROM tests WHERE test_run_id = $1 \
              GROUP BY suite_id, result, has_known_issues",
-        ).bind(self.id).fetch_all(pool).await)?;
+        ).bind(self.id).fetch_all(&mut *c).await)?;
         for (suite, result, known, n) in counts {
             status.add_tests(suite, TestStatus::of(result, known.unwrap_or(false)), n);
         }
-        with_reader!(self.store, pool => {
+        with_tx!(tx, c => {
             let mut rows = sqlx::query_as::<_, (i64, String)>("SELECT suite_id, measurements FROM metrics WHERE test_run_id = $1")
-                .bind(self.id).fetch(pool);
+                .bind(self.id).fetch(&mut *c);
             while let Some((suite, measurements)) = rows.try_next().await? {
                 status.add_metric(suite, &parse_measurements(&measurements));
             }
@@ -283,8 +335,25 @@ impl<'s> HiddenRun<'s> {
         metadata: &RunMetadata,
         on_publish: Option<&crate::builds::BuildTask>,
     ) -> Result<i64, IngestError> {
-        let status = if self.recount { self.recount_status().await? } else { std::mem::take(&mut self.status) };
         let mut tx = self.store.begin_write().await?;
+        self.publish_in(&mut tx, metadata).await?;
+        if let Some(hook) = on_publish {
+            hook.enqueue(&mut tx, self.build_id).await?;
+        }
+        tx.commit().await?;
+        Ok(self.id)
+    }
+
+    /// Writes the status rows and makes the run visible in the caller's
+    /// `tx`, which commits it. A reopened run is locked first and recounted
+    /// inside `tx`, so that plugins finishing together each see the
+    /// other's rows.
+    pub(crate) async fn publish_in(&mut self, tx: &mut WriteTx, metadata: &RunMetadata) -> Result<(), IngestError> {
+        if matches!(self.owner, Writer::Visible) {
+            with_tx!(tx, c => sqlx::query("UPDATE testruns SET visible = visible WHERE id = $1")
+                .bind(self.id).execute(&mut *c).await.map(|_| ()))?;
+        }
+        let status = if self.recount { self.recount_status(tx).await? } else { std::mem::take(&mut self.status) };
         let mut versions: HashMap<i64, i64> = HashMap::new();
         for (slug, version) in &metadata.suite_versions {
             let Some(&suite_id) = self.suites.get(slug.as_str()) else {
@@ -297,6 +366,13 @@ impl<'s> HiddenRun<'s> {
                     .bind(suite_id).bind(version).fetch_one(&mut *c).await?
             });
             versions.insert(suite_id, id);
+        }
+        if matches!(self.owner, Writer::Visible) {
+            // The suite versions recorded when the run was first published.
+            let kept: Vec<(i64, i64)> = with_tx!(tx, c => sqlx::query_as(
+                "SELECT suite_id, suite_version_id FROM statuses WHERE test_run_id = $1 AND suite_version_id IS NOT NULL",
+            ).bind(self.id).fetch_all(&mut *c).await)?;
+            versions.extend(kept);
         }
         let mut rows: Vec<(Option<i64>, StatusRow)> = status.suites.into_iter().map(|(s, r)| (Some(s), r)).collect();
         rows.sort_by_key(|(s, _)| *s);
@@ -321,10 +397,14 @@ impl<'s> HiddenRun<'s> {
                 });
                 qb.build().execute(&mut *c).await?;
             }
-            let flipped = sqlx::query(
+            let (condition, owner) = match &self.owner {
+                Writer::Hidden(owner) => ("ingest_owner = $2", owner.as_str()),
+                Writer::Visible => ("visible AND $2 = ''", ""),
+            };
+            let flipped = sqlx::query(&format!(
                 "UPDATE testruns SET visible = TRUE, data_processed = TRUE, status_recorded = TRUE, \
-                 ingest_owner = NULL, ingest_heartbeat_at = NULL WHERE id = $1 AND ingest_owner = $2",
-            ).bind(self.id).bind(&self.owner).execute(&mut *c).await;
+                 ingest_owner = NULL, ingest_heartbeat_at = NULL WHERE id = $1 AND {condition}",
+            )).bind(self.id).bind(owner).execute(&mut *c).await;
             match flipped {
                 Ok(done) if done.rows_affected() == 0 => Err(IngestError::Swept),
                 Ok(_) => {
@@ -349,11 +429,7 @@ impl<'s> HiddenRun<'s> {
         // The build's runs changed: a status computed before is stale.
         with_tx!(tx, c => sqlx::query("UPDATE builds SET status_version = status_version + 1 WHERE id = $1")
             .bind(self.build_id).execute(&mut *c).await.map(|_| ()))?;
-        if let Some(hook) = on_publish {
-            hook.enqueue(&mut tx, self.build_id).await?;
-        }
-        tx.commit().await?;
-        Ok(self.id)
+        Ok(())
     }
 }
 
@@ -396,11 +472,11 @@ mod race_tests {
             let s = &db.store;
             let p = db.public_project().await;
             // Run X interns the names, then is being rejected...
-            let mut x = HiddenRun::begin(s, &submission(p, "x")).await.unwrap();
+            let mut x = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
             let batch = Prepared::new(s, &x.known_issues(), tests(&["a", "b"])).await.unwrap();
             write(&mut x, batch).await.unwrap();
             // ...while run Y has looked the same names up.
-            let mut y = HiddenRun::begin(s, &submission(p, "y")).await.unwrap();
+            let mut y = HiddenRun::begin(s, &submission(p, "y"), None).await.unwrap();
             let prepared = Prepared::new(s, &y.known_issues(), tests(&["a", "b", "c"])).await.unwrap();
             // X's removal deletes the names nothing else refers to yet.
             crate::ingest::discard::discard_run(s, x.id).await.unwrap();
@@ -415,7 +491,7 @@ mod race_tests {
             let s = &db.store;
             let p = db.public_project().await;
             let before = db.table_counts().await;
-            let mut run = HiddenRun::begin(s, &submission(p, "x")).await.unwrap();
+            let mut run = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
             let batch = Prepared::new(s, &run.known_issues(), tests(&["a", "b"])).await.unwrap();
             let suites = run.claim_suites(&batch).await.unwrap();
             let job = run.job(suites, batch);

@@ -38,8 +38,13 @@ use crate::Store;
 
 /// Every column holding blob keys, as `(table, column)`. A new one must be
 /// added here, or the sweep removes the files it refers to.
-pub const REFERENCES: [(&str, &str); 4] =
-    [("testruns", "tests_file"), ("testruns", "metrics_file"), ("testruns", "log_file"), ("attachments", "blob")];
+pub const REFERENCES: [(&str, &str); 5] = [
+    ("testruns", "tests_file"),
+    ("testruns", "metrics_file"),
+    ("testruns", "log_file"),
+    ("attachments", "blob"),
+    ("testjobs", "results_blob"),
+];
 
 /// Shards of the blob store: the first byte of the key.
 pub const SHARDS: u16 = 256;

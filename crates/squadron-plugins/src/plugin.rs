@@ -1,0 +1,134 @@
+//! The plugin interface and the registry of plugins by name.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read};
+use std::sync::Arc;
+
+use squadron_core::submission::{SubmittedMetric, SubmittedTest};
+use tracing::warn;
+
+/// What a plugin reads. The pipeline implements it over the blob store
+/// for stored runs and over the lab's artifacts for CI jobs.
+pub trait PluginInput: Send + Sync {
+    /// The run's log, if it has one.
+    fn log(&self) -> std::io::Result<Option<Box<dyn BufRead + Send + '_>>>;
+    /// The names of the run's attachments.
+    fn attachments(&self) -> Vec<String>;
+    /// An attachment's content, if the run has one by that name.
+    fn attachment(&self, name: &str) -> std::io::Result<Option<Box<dyn Read + Send + '_>>>;
+    /// The project's settings (its YAML `project_settings`, as JSON).
+    fn settings(&self) -> &serde_json::Value;
+}
+
+/// What one step of a plugin produced.
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    /// Tests to add to the run (or to overwrite, by suite and name).
+    pub tests: Vec<SubmittedTest>,
+    /// Metrics to add to the run (or to overwrite).
+    pub metrics: Vec<SubmittedMetric>,
+    /// Where the next step starts; `None` when the plugin is done.
+    pub next: Option<serde_json::Value>,
+}
+
+/// Why a plugin step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The input is unusable (truncated, wrong format, over a limit): no
+    /// retry can help, and the failure is recorded on the run or job.
+    #[error("{0}")]
+    BadInput(String),
+    /// Reading the input failed; worth retrying.
+    #[error("cannot read the plugin's input: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A post-processing plugin.
+pub trait Plugin: Send + Sync {
+    /// The name projects enable it by (in `enabled_plugins_list`).
+    fn name(&self) -> &'static str;
+    /// Whether the run has anything for this plugin (a log, an attachment
+    /// of the right name, …); a plugin that has nothing to do is skipped.
+    fn applies_to(&self, input: &dyn PluginInput) -> bool;
+    /// Runs one step from `cursor` (`None` for the first step). A step is
+    /// pure: given the same input and cursor it returns the same output.
+    /// It should stay short (seconds), so a worker asked to stop hands the
+    /// task back quickly.
+    fn step(&self, input: &dyn PluginInput, cursor: Option<&serde_json::Value>) -> Result<StepOutput, PluginError>;
+}
+
+/// The plugins a process knows, by name.
+#[derive(Clone, Default)]
+pub struct Plugins {
+    by_name: BTreeMap<&'static str, Arc<dyn Plugin>>,
+    aliases: BTreeMap<&'static str, &'static str>,
+}
+
+impl Plugins {
+    /// No plugins.
+    pub fn new() -> Plugins {
+        Plugins::default()
+    }
+
+    /// Adds a plugin under its name.
+    pub fn register(&mut self, plugin: Arc<dyn Plugin>) {
+        self.by_name.insert(plugin.name(), plugin);
+    }
+
+    /// Makes `alias` another name of the plugin called `name`.
+    pub fn alias(&mut self, alias: &'static str, name: &'static str) {
+        self.aliases.insert(alias, name);
+    }
+
+    /// The plugin called (or aliased) `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Plugin>> {
+        let name = self.aliases.get(name).copied().unwrap_or(name);
+        self.by_name.get(name).cloned()
+    }
+
+    /// The plugins a project enables, each once, in the order listed.
+    /// Unknown names are kept in the project and skipped with a warning,
+    /// as SQUAD does, so projects migrated from SQUAD keep working.
+    pub fn enabled<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) -> Vec<Arc<dyn Plugin>> {
+        let mut found: Vec<Arc<dyn Plugin>> = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            match self.get(name) {
+                Some(plugin) if !found.iter().any(|p| p.name() == plugin.name()) => found.push(plugin),
+                Some(_) => {}
+                None => warn!(plugin = %name, "unknown plugin enabled in a project; ignored"),
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(&'static str);
+
+    impl Plugin for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn applies_to(&self, _: &dyn PluginInput) -> bool {
+            true
+        }
+        fn step(&self, _: &dyn PluginInput, _: Option<&serde_json::Value>) -> Result<StepOutput, PluginError> {
+            Ok(StepOutput::default())
+        }
+    }
+
+    #[test]
+    fn enabled_resolves_aliases_once_and_skips_unknown_names() {
+        let mut plugins = Plugins::new();
+        plugins.register(Arc::new(Named("linux_log_parser")));
+        plugins.register(Arc::new(Named("tradefed")));
+        plugins.alias("linux-log-parser", "linux_log_parser");
+        let names = ["linux-log-parser", "nope", "tradefed", "linux_log_parser"];
+        let enabled: Vec<&str> = plugins.enabled(names).iter().map(|p| p.name()).collect();
+        assert_eq!(enabled, ["linux_log_parser", "tradefed"]);
+    }
+}
