@@ -320,6 +320,22 @@ fn resuming_from_any_cursor_continues_exactly() {
 }
 
 #[test]
+fn a_byte_order_mark_and_crlf_line_ends_change_nothing() {
+    let xml = std::fs::read_to_string(testdata(REPORT)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test_result.xml");
+    std::fs::write(&path, format!("\u{feff}{}", xml.replace('\n', "\r\n"))).unwrap();
+    let windows = parse_file(&path, "cts", 2);
+    let unix = parse_file(&testdata(REPORT), "cts", 2);
+    assert_eq!(windows.tests(), unix.tests());
+    assert_eq!(windows.counts, unix.counts);
+    assert!(windows.batches[0].cursor.byte_offset > unix.batches[0].cursor.byte_offset);
+    for batch_size in [1, 3] {
+        check_resume(&path, "cts", batch_size);
+    }
+}
+
+#[test]
 fn cursors_survive_serialization() {
     let path = testdata("inline/test_result-with-failures.xml");
     let full = parse_file(&path, "cts", 3);

@@ -340,8 +340,11 @@ impl<R: BufRead> Parser<R> {
     /// action name that prefixes every suite; `batch_size` (at least 1)
     /// is the number of tests per batch.
     pub fn new(mut reader: R, action: impl Into<String>, batch_size: usize) -> Self {
-        let pending_error = sniff_encoding(&mut reader);
-        let mut parser = Self::with_reader(reader, 0, action.into(), batch_size);
+        let (base, pending_error) = match skip_bom(&mut reader) {
+            Ok(base) => (base, None),
+            Err(kind) => (0, Some(kind)),
+        };
+        let mut parser = Self::with_reader(reader, base, action.into(), batch_size);
         parser.pending_error = pending_error;
         parser
     }
@@ -708,21 +711,37 @@ pub fn status_of(result: &str) -> TestStatus {
     }
 }
 
-/// Refuses documents that start like UTF-16 or UTF-32 (with or without a
-/// byte order mark) before `quick-xml` reads them as garbage.
-fn sniff_encoding(reader: &mut impl BufRead) -> Option<ParseErrorKind> {
-    let head = match reader.fill_buf() {
-        Ok(head) => head,
-        // Reported again, with its position, by the first read.
-        Err(_) => return None,
-    };
-    let encoding = match head {
-        [0x00, 0x00, 0xFE, 0xFF, ..] | [0xFF, 0xFE, 0x00, 0x00, ..] => "UTF-32",
-        [0xFE, 0xFF, ..] | [0x00, b'<', ..] => "UTF-16BE",
-        [0xFF, 0xFE, ..] | [b'<', 0x00, ..] => "UTF-16LE",
-        _ => return None,
-    };
-    Some(ParseErrorKind::UnsupportedEncoding(encoding.into()))
+/// Consumes a UTF-8 byte order mark, returning its length, so that
+/// offsets count from the start of the file (quick-xml would skip it
+/// without counting it); refuses documents that start like UTF-16 or
+/// UTF-32 (with or without a byte order mark).
+fn skip_bom(reader: &mut impl BufRead) -> Result<u64, ParseErrorKind> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let mut skipped = 0;
+    while skipped < BOM.len() {
+        let head = reader.fill_buf().map_err(|err| ParseErrorKind::Io(Arc::new(err)))?;
+        if skipped == 0 {
+            let encoding = match head {
+                [0x00, 0x00, 0xFE, 0xFF, ..] | [0xFF, 0xFE, 0x00, 0x00, ..] => Some("UTF-32"),
+                [0xFE, 0xFF, ..] | [0x00, b'<', ..] => Some("UTF-16BE"),
+                [0xFF, 0xFE, ..] | [b'<', 0x00, ..] => Some("UTF-16LE"),
+                _ => None,
+            };
+            if let Some(encoding) = encoding {
+                return Err(ParseErrorKind::UnsupportedEncoding(encoding.into()));
+            }
+        }
+        let matching = head.iter().zip(&BOM[skipped..]).take_while(|(a, b)| a == b).count();
+        if matching == 0 {
+            break;
+        }
+        reader.consume(matching);
+        skipped += matching;
+    }
+    match skipped {
+        0 | 3 => Ok(skipped as u64),
+        _ => Err(ParseErrorKind::InvalidUtf8),
+    }
 }
 
 fn check_declaration(decl: &BytesDecl<'_>) -> Result<(), ParseErrorKind> {
