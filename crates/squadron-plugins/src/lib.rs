@@ -5,10 +5,12 @@
 //! and work in steps ([`Plugin::step`]), each returning its output and a
 //! cursor to resume from. The pipeline stores each step's output together
 //! with the cursor, so a plugin interrupted at any moment resumes where it
-//! was and gives the same rows as an uninterrupted run.
+//! was and gives the same rows as an uninterrupted run. The parsers behind
+//! the plugins are pure and streaming (`tradefed`).
 
 mod plugin;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tradefed;
 
 pub use plugin::{Plugin, PluginError, PluginInput, Plugins, StepOutput};

@@ -1,0 +1,7 @@
+//! Android CTS/VTS results produced by TradeFederation, as SQUAD's
+//! `tradefed` plugin (squad-linaro-plugins) reads them: find
+//! `test_result.xml` in the results archive ([`archive`]), then stream its
+//! tests out in resumable batches ([`results`]).
+
+pub mod archive;
+pub mod results;
