@@ -70,6 +70,16 @@ impl Plugins {
         Plugins::default()
     }
 
+    /// Every plugin squadron has (and, in a test build, the pipeline
+    /// tests' own).
+    pub fn builtin() -> Plugins {
+        #[allow(unused_mut)]
+        let mut plugins = Plugins::new();
+        #[cfg(feature = "testing")]
+        plugins.register(Arc::new(crate::testing::StepCounter));
+        plugins
+    }
+
     /// Adds a plugin under its name.
     pub fn register(&mut self, plugin: Arc<dyn Plugin>) {
         self.by_name.insert(plugin.name(), plugin);

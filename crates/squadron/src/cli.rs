@@ -51,6 +51,9 @@ pub struct Cli {
     #[command(flatten)]
     pub retention: RetentionArgs,
 
+    #[command(flatten)]
+    pub ci: CiOptions,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -98,6 +101,16 @@ impl QueueOptions {
     pub fn retention(&self) -> Retention {
         Retention { completed: self.keep_completed, failed: self.keep_failed }
     }
+}
+
+/// How the CI pipeline talks to labs.
+#[derive(Debug, Args)]
+pub struct CiOptions {
+    /// How long a job submission that failed for a temporary reason (the
+    /// lab down, a timeout) waits before it is tried again; it is tried
+    /// three more times (SQUAD: an hour).
+    #[arg(long, global = true, env = "SQUADRON_CI_SUBMIT_RETRY", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ci_submit_retry: Duration,
 }
 
 /// Where notifications are sent from and what they link to. The variables

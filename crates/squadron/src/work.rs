@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use squadron_ci::{Backends, CancelJob, Ci, FetchJob, FinishJob, PollBackends, PostprocessRun, SubmitJob};
+use squadron_plugins::Plugins;
 use squadron_queue::admin::{PruneFinished, Pruning};
 use squadron_queue::{
     default_owner, register_test_kinds, Metrics, NewTask, Periodic, Queue, QueueDb, Registry, Scheduler, Shutdown,
@@ -57,20 +59,36 @@ pub fn registry(store: &Store, blobs: &BlobStore, cli: &Cli, owner: &str) -> any
     registry.register::<NotificationTimeout>(notifying.clone());
     registry.register::<PrepareReport>(notifying.clone());
     registry.register::<SendReportEmail>(notifying);
+    let ci = Arc::new(Ci {
+        store: store.clone(),
+        blobs: blobs.clone(),
+        queue: Queue::new(options.routes()),
+        backends: Backends::new(cli.data_dir()),
+        plugins: Plugins::builtin(),
+        submit_retry_delay: cli.ci.ci_submit_retry,
+    });
+    registry.register::<SubmitJob>(ci.clone());
+    registry.register::<PollBackends>(ci.clone());
+    registry.register::<FetchJob>(ci.clone());
+    registry.register::<PostprocessRun>(ci.clone());
+    registry.register::<FinishJob>(ci.clone());
+    registry.register::<CancelJob>(ci);
     if register_test_kinds(&mut registry, owner).context("cannot open the crash-test execution log")? {
         warn!("this is a test build: the crash-test task kinds are registered");
     }
     Ok(registry)
 }
 
-/// The periodic tasks: the sweep of hidden runs left by dead writers every
-/// minute, the reconciliation of stale build statuses every five minutes,
+/// The periodic tasks: the poll of the labs for results every minute (each
+/// job is asked at most once per its backend's poll interval), the sweep
+/// of hidden runs left by dead writers every minute, the reconciliation of stale build statuses every five minutes,
 /// the pruning of old finished tasks every ten minutes, the removal of
 /// delayed reports past their retention every hour (SQUAD does it daily,
 /// so its reports outlive their retention by up to a day), and, daily, data
 /// retention at 03:41 UTC (SQUAD's time) and the blob sweep two hours later.
 pub fn schedules() -> Vec<Periodic> {
     vec![
+        Periodic::new("poll_backends", "* * * * *", NewTask::of(&PollBackends {})).expect("valid schedule"),
         Periodic::new("reconcile_build_status", "*/5 * * * *", NewTask::of(&ReconcileBuildStatus {}))
             .expect("valid schedule"),
         Periodic::new("sweep_hidden_runs", "* * * * *", NewTask::of(&SweepHiddenRuns {})).expect("valid schedule"),

@@ -255,7 +255,7 @@ async fn two_scheduler_processes_enqueue_each_period_once() {
         .collect();
     let periods = db.scalar("SELECT COUNT(*) FROM periodic_runs").await;
     let schedules = db.scalar("SELECT COUNT(DISTINCT schedule) FROM periodic_runs").await;
-    assert_eq!(schedules, 6, "every schedule ran");
+    assert_eq!(schedules, 7, "every schedule ran");
     assert_eq!(
         enqueued_by.iter().sum::<usize>() as i64,
         periods,

@@ -12,7 +12,6 @@ ALTER TABLE testjobs ADD COLUMN results_input TEXT;
 
 -- The poll: a backend's submitted jobs not fetched yet.
 CREATE INDEX testjobs_backend_pending ON testjobs (backend_id, submitted, fetched);
-CREATE INDEX testjobs_job_id ON testjobs (job_id);
 CREATE INDEX testjobs_parent_job ON testjobs (parent_job_id);
 CREATE INDEX testjobs_target_project ON testjobs (target_id, id);
 CREATE INDEX testjobs_results_blob ON testjobs (results_blob) WHERE results_blob IS NOT NULL;
