@@ -36,7 +36,8 @@ fn registry(db: &TestDb, ci: Arc<Ci>) -> Registry {
     registry.register::<PostprocessRun>(ci.clone());
     registry.register::<FinishJob>(ci.clone());
     registry.register::<CancelJob>(ci);
-    registry.register::<UpdateBuildStatus>(Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() }));
+    registry
+        .register::<UpdateBuildStatus>(Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() }));
     registry
 }
 

@@ -147,7 +147,10 @@ async fn scenario(builds: i64, jobs_per_build: i64, chaos: bool) -> Ended {
         assert!(
             Instant::now() < deadline,
             "the pipeline did not finish; tasks: {}\n{}",
-            db.text("SELECT COALESCE(STRING_AGG(kind || ' ' || state, ', '), '') FROM tasks WHERE state <> 'completed'").await,
+            db.text(
+                "SELECT COALESCE(STRING_AGG(kind || ' ' || state, ', '), '') FROM tasks WHERE state <> 'completed'"
+            )
+            .await,
             workers.logs()
         );
         if chaos && Instant::now() >= next_signal {
@@ -245,7 +248,10 @@ async fn dump(db: &TestDb) -> String {
         .await
         .unwrap();
     for (version, definition, suite, name, result, log) in tests {
-        out.push_str(&format!("test {version} {definition:?} {suite}/{name} {result:?} {}\n", log.map_or(0, |l| l.len())));
+        out.push_str(&format!(
+            "test {version} {definition:?} {suite}/{name} {result:?} {}\n",
+            log.map_or(0, |l| l.len())
+        ));
     }
     let statuses: Vec<(String, String, Option<String>, i64, i64, i64, i64)> = db
         .store

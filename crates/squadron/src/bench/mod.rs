@@ -1,6 +1,7 @@
 //! `squadron bench …`: measurements printed as tables (see
 //! docs/performance.md).
 
+mod ci;
 mod ingest;
 mod queue;
 
@@ -19,6 +20,8 @@ pub enum BenchCommand {
     Ingest(IngestArgs),
     /// Task queue throughput and latency beside raw SQL loops and Celery.
     Queue(QueueArgs),
+    /// Test jobs per second through the CI pipeline, and results latency.
+    Ci(ci::CiArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,5 +81,6 @@ pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Queue(args) => queue::run(args).await,
+        BenchCommand::Ci(args) => ci::run(args).await,
     }
 }
