@@ -107,17 +107,25 @@ pub(crate) async fn enqueue_one(
         // Try the pending task first, then insert; an insert that loses a
         // race with another transaction's inserts nothing and goes round.
         loop {
-            let existing: Option<(i64, String)> = with_conn!(&mut conn, c => {
+            let (delay, at) = task.due();
+            let existing: Option<(i64, String, bool)> = with_conn!(&mut conn, c => {
                 sqlx::query_as(&format!(
-                    "UPDATE tasks SET rerun = CASE WHEN state = 'running' AND id IS DISTINCT FROM $2 THEN TRUE ELSE rerun END \
-                     WHERE unique_key = $1 AND state IN {PENDING_STATES} RETURNING id, state"
+                    "UPDATE tasks SET rerun = CASE WHEN state = 'running' AND id IS DISTINCT FROM $2 THEN TRUE ELSE rerun END, \
+                     run_at = CASE WHEN $3 AND state IN ('scheduled', 'retryable') AND run_at > {DUE} THEN {DUE} ELSE run_at END \
+                     WHERE unique_key = $1 AND state IN {PENDING_STATES} RETURNING id, state, run_at <= {NOW}"
                 ))
                 .bind(key)
                 .bind(from_task)
+                .bind(task.advance)
+                .bind(at)
+                .bind(delay)
                 .fetch_optional(&mut **c)
                 .await?
             });
-            if let Some((id, state)) = existing {
+            if let Some((id, state, due)) = existing {
+                if let (true, true, Conn::Postgres(c)) = (task.advance, due && state != "running", &mut conn) {
+                    notify_postgres(c, queue).await?;
+                }
                 return Ok(if state == "running" && from_task != Some(id) {
                     Enqueued::RerunRequested(id)
                 } else {
@@ -138,6 +146,9 @@ pub(crate) async fn enqueue_one(
         .expect("an insert without conflict target returns its row");
     Ok(Enqueued::Inserted(id))
 }
+
+/// When a task enqueued with delay `$5` or at time `$4` is due.
+const DUE: &str = "(SELECT COALESCE($4, now_us + $5) FROM queue_clock)";
 
 /// `INSERT … SELECT` of one task, due at `COALESCE($6, now + $5)`. The
 /// `WHERE TRUE` lets SQLite parse an `ON CONFLICT` after it.

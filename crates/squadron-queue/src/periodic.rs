@@ -192,6 +192,7 @@ mod tests {
             run_at: crate::RunAt::Now,
             unique_key: None,
             max_attempts: 3,
+            advance: false,
         }
     }
 

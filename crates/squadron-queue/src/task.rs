@@ -120,6 +120,11 @@ pub struct NewTask {
     pub unique_key: Option<String>,
     /// Attempts before the task ends `failed`.
     pub max_attempts: i32,
+    /// With a unique key: a task with that key already waiting until later
+    /// becomes due at this task's time instead (an event that makes work
+    /// urgent, such as a lab reporting a job over while its fetch is
+    /// snoozed until the next poll).
+    pub advance: bool,
 }
 
 impl NewTask {
@@ -134,12 +139,20 @@ impl NewTask {
             run_at: RunAt::Now,
             unique_key: None,
             max_attempts: T::MAX_ATTEMPTS,
+            advance: false,
         }
     }
 
     /// Sets the unique key.
     pub fn unique(mut self, key: impl Into<String>) -> NewTask {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Makes a waiting task with the same unique key due no later than
+    /// this one (see [`NewTask::advance`]).
+    pub fn advancing(mut self) -> NewTask {
+        self.advance = true;
         self
     }
 

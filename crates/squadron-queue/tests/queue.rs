@@ -326,6 +326,23 @@ async fn a_unique_key_is_a_no_op_while_waiting(t) {
     assert!(matches!(enqueue_one(&t.db, &task).await, Enqueued::Inserted(id) if id != first.id()));
 }
 
+async fn an_advancing_enqueue_makes_a_waiting_task_due_sooner(t) {
+    let later = NewTask::of(&Probed::default()).unique("probe:2").run_at(RunAt::After(Duration::from_secs(600)));
+    let id = enqueue_one(&t.db, &later).await.id();
+    let due = format!("SELECT run_at - (SELECT now_us FROM queue_clock) FROM tasks WHERE id = {id}");
+    // A plain enqueue leaves it as it is; an advancing one brings it forward,
+    // never back.
+    enqueue_one(&t.db, &NewTask::of(&Probed::default()).unique("probe:2")).await;
+    assert!(t.scalar(&due).await > 500_000_000);
+    let sooner = NewTask::of(&Probed::default()).unique("probe:2").run_at(RunAt::After(Duration::from_secs(60)));
+    assert_eq!(enqueue_one(&t.db, &sooner.clone().advancing()).await, Enqueued::AlreadyWaiting(id));
+    assert!((0..=60_000_000).contains(&t.scalar(&due).await));
+    enqueue_one(&t.db, &later.advancing()).await;
+    assert!(t.scalar(&due).await <= 60_000_000, "an advance never postpones");
+    enqueue_one(&t.db, &NewTask::of(&Probed::default()).unique("probe:2").advancing()).await;
+    assert!(t.scalar(&due).await <= 0, "due now");
+}
+
 async fn a_unique_key_enqueued_while_running_runs_it_once_more(t) {
     let probe = Arc::new(Probe::default());
     let task = NewTask::of(&Probed { hold_ms: 400, ..Default::default() }).unique("probe:2");

@@ -19,6 +19,7 @@ impl Api {
             run_at: RunAt::Now,
             unique_key: None,
             max_attempts: 3,
+            advance: false,
         };
         let db = self.db.store.queue_db();
         let mut tx = db.begin().await.unwrap();
