@@ -16,10 +16,12 @@
 
 pub mod backend;
 pub mod jobs;
+pub mod listener;
 pub mod pipeline;
 
-pub use backend::{Backend, BackendError, BackendRecord, Backends, Fetched, JobResults};
+pub use backend::{Backend, BackendError, BackendRecord, Backends, Fetched, JobResults, LabEvent};
 pub use jobs::TestJob;
+pub use listener::Listener;
 pub use pipeline::{CancelJob, Ci, FetchJob, FinishJob, PollBackends, PostprocessRun, SubmitJob};
 
 /// Why a CI operation failed.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use squadron_ci::backend::fake::FakeLab;
 use squadron_ci::jobs::{self, NewJob};
-use squadron_ci::{Backends, CancelJob, Ci, FetchJob, FinishJob, PollBackends, PostprocessRun, SubmitJob};
+use squadron_ci::{Backends, CancelJob, Ci, FetchJob, FinishJob, Listener, PollBackends, PostprocessRun, SubmitJob};
 use squadron_plugins::{Plugin, PluginError, PluginInput, Plugins, StepOutput};
 use squadron_queue::{Queue, Registry};
 use squadron_status::{StatusContext, UpdateBuildStatus};
@@ -185,6 +185,32 @@ both_engines! {
             )).await;
             assert_eq!(finishes, 1, "exactly one of the two plugins fanned in");
         }
+    }
+
+    async fn the_listener_fetches_a_job_as_soon_as_the_lab_says_it_is_over(db: TestDb) {
+        let project = db.public_project().await;
+        let backend = fake_backend(&db).await;
+        // Polled once an hour: only the event can fetch it within the test.
+        db.execute("UPDATE backends SET poll_interval = 3600").await;
+        let job = submit_job(&db, project, backend, "v1", "tests: 3\nruntime: 1s\n").await;
+        let listener = Listener {
+            store: db.store.clone(),
+            queue: Queue::default(),
+            backends: Backends::new(db.scratch.dir.path()),
+            reconcile_every: Duration::from_secs(60),
+        };
+        let shutdown = squadron_queue::Shutdown::new();
+        let listening = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { listener.run(shutdown).await }
+        });
+        let cx = ci(&db, Plugins::builtin());
+        let fetched = format!("SELECT COUNT(*) FROM testjobs WHERE id = {job} AND job_status = 'Complete'");
+        db.run_tasks_until(registry(&db, cx), &QUEUES, &fetched).await;
+        shutdown.signal();
+        listening.await.unwrap().unwrap();
+        let fetches = lab(&db).calls().unwrap().into_iter().filter(|c| c.call == "fetch").count();
+        assert_eq!(fetches, 1, "fetched once, when the lab said the job was over");
     }
 
     async fn a_job_cancelled_before_submission_never_reaches_the_lab(db: TestDb) {

@@ -186,12 +186,15 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP API, workers for every queue, and the periodic scheduler.
+    /// Run the HTTP API, workers for every queue, the periodic scheduler and the labs' event listener.
     Serve(ServeArgs),
     /// Run tasks from some or all queues until SIGTERM or SIGINT.
     Worker(WorkerArgs),
     /// Enqueue periodic tasks as their periods start (safe to run twice).
     Scheduler,
+    /// Follow the labs' job events (backends with listen_enabled) and
+    /// fetch a job's results as soon as it is over.
+    Listener,
     /// Look at the task queue, retry or cancel a task.
     #[command(subcommand)]
     Queue(QueueCommand),

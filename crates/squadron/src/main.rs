@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(&cli, args).await,
             Command::Worker(args) => work::worker_command(&cli, args).await,
             Command::Scheduler => work::scheduler_command(&cli).await,
+            Command::Listener => work::listener_command(&cli).await,
             Command::Queue(command) => queue::run(&cli, command).await,
             Command::Migrate => cli::migrate(&cli).await,
             Command::Admin(command) => admin::run(&cli, command).await,

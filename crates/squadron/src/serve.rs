@@ -1,6 +1,6 @@
-//! `squadron serve`: the HTTP API, workers for every queue and the
-//! periodic scheduler in one process, until SIGTERM or SIGINT.
-
+//! `squadron serve`: the HTTP API, workers for every queue, the periodic
+//! scheduler and the labs' event listener in one process, until SIGTERM or
+//! SIGINT.
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -39,10 +39,16 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     work::forward_signals(shutdown.clone());
     let scheduler = tokio::spawn(work::scheduler(store.queue_db(), &cli.queue).run(shutdown.clone()));
     let workers = tokio::spawn(work::run_worker(worker, shutdown.clone()));
+    let events = work::listener(&store, cli);
+    let listening = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { events.run(shutdown).await }
+    });
     let web_shutdown = shutdown.clone();
     axum::serve(listener, router(state)).with_graceful_shutdown(async move { web_shutdown.signalled().await }).await?;
     workers.await.context("the workers panicked")??;
     scheduler.await.context("the scheduler panicked")?;
+    listening.await.context("the listener panicked")?.context("the listener failed")?;
     let stats = store.write_stats();
     info!(
         write_transactions = stats.transactions,

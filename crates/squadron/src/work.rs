@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use squadron_ci::{Backends, CancelJob, Ci, FetchJob, FinishJob, PollBackends, PostprocessRun, SubmitJob};
+use squadron_ci::{Backends, CancelJob, Ci, FetchJob, FinishJob, Listener, PollBackends, PostprocessRun, SubmitJob};
 use squadron_plugins::Plugins;
 use squadron_queue::admin::{PruneFinished, Pruning};
 use squadron_queue::{
@@ -194,6 +194,29 @@ pub async fn worker_command(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> 
 }
 
 /// `squadron scheduler`.
+/// The labs' event listener.
+pub fn listener(store: &Store, cli: &Cli) -> Listener {
+    Listener {
+        store: store.clone(),
+        queue: Queue::new(cli.queue.routes()),
+        backends: Backends::new(cli.data_dir()),
+        reconcile_every: std::time::Duration::from_secs(60),
+    }
+}
+
+/// `squadron listener`: follows the labs' events until SIGTERM or SIGINT.
+pub async fn listener_command(cli: &Cli) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    forward_signals(shutdown.clone());
+    let store = cli.open_store().await?;
+    info!("listener started");
+    listener(&store, cli).run(shutdown).await.context("the listener failed")?;
+    info!("listener stopped");
+    store.close().await;
+    Ok(())
+}
+
+/// `squadron scheduler`: enqueues the periodic tasks until SIGTERM or SIGINT.
 pub async fn scheduler_command(cli: &Cli) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     forward_signals(shutdown.clone());

@@ -18,8 +18,10 @@
 //! carries its submission time, so any process can tell whether the job is
 //! still "running" without shared state.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{Backend, BackendError, Fetched, JobResults, LabMetric, LabTest};
+use super::{Backend, BackendError, Fetched, JobResults, LabEvent, LabMetric, LabTest};
 use crate::jobs::TestJob;
 
 /// The fake lab's log of calls, in the data directory.
@@ -181,8 +183,19 @@ pub struct LabCall {
     /// The submission key (submit calls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// When the job will be over, in milliseconds since the epoch (submit
+    /// calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<i64>,
     /// When, in milliseconds since the epoch.
     pub at: i64,
+}
+
+impl LabCall {
+    /// A call without a key.
+    fn of(call: &str, job_id: &str, at: i64) -> LabCall {
+        LabCall { call: call.into(), job_id: job_id.into(), key: None, at, ends_at: None }
+    }
 }
 
 /// The fake lab, keeping its log at a path.
@@ -198,19 +211,30 @@ impl FakeLab {
 
     /// Every call the lab has seen, in order.
     pub fn calls(&self) -> std::io::Result<Vec<LabCall>> {
-        let file = match std::fs::File::open(&self.log) {
+        Ok(self.calls_from(0)?.0)
+    }
+
+    /// The calls logged from byte `offset` on, and the offset after the
+    /// last complete line.
+    fn calls_from(&self, offset: u64) -> std::io::Result<(Vec<LabCall>, u64)> {
+        let mut file = match std::fs::File::open(&self.log) {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
             Err(e) => return Err(e),
         };
-        let mut calls = Vec::new();
-        for line in BufReader::new(file).lines() {
+        file.seek(SeekFrom::Start(offset))?;
+        let (mut calls, mut read) = (Vec::new(), offset);
+        let mut reader = BufReader::new(file);
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 0 && line.ends_with('\n') {
+            read += line.len() as u64;
             // A line torn by a crash mid-write is skipped.
-            if let Ok(call) = serde_json::from_str(&line?) {
+            if let Ok(call) = serde_json::from_str(&line) {
                 calls.push(call);
             }
+            line.clear();
         }
-        Ok(calls)
+        Ok((calls, read))
     }
 
     fn record(&self, call: &LabCall) -> Result<(), BackendError> {
@@ -251,7 +275,7 @@ impl Backend for FakeLab {
     }
 
     async fn submit(&self, job: &TestJob, submission_key: &str) -> Result<Vec<String>, BackendError> {
-        definition(job)?;
+        let runtime = definition(job)?.runtime;
         let now = Utc::now().timestamp_millis();
         let job_id = format!("{now}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         self.record(&LabCall {
@@ -259,6 +283,7 @@ impl Backend for FakeLab {
             job_id: job_id.clone(),
             key: Some(submission_key.into()),
             at: now,
+            ends_at: Some(now + runtime.as_millis() as i64),
         })?;
         Ok(vec![job_id])
     }
@@ -278,7 +303,7 @@ impl Backend for FakeLab {
         let started = submitted_at(job_id)
             .ok_or_else(|| BackendError::Permanent(format!("{job_id:?} is not a fake lab job id")))?;
         let now = Utc::now();
-        self.record(&LabCall { call: "fetch".into(), job_id: job_id.into(), key: None, at: now.timestamp_millis() })?;
+        self.record(&LabCall::of("fetch", job_id, now.timestamp_millis()))?;
         let definition = definition(job)?;
         let canceled = self.calls_or_temporary()?.iter().any(|c| c.call == "cancel" && c.job_id == job_id);
         let ended = started + chrono::Duration::from_std(definition.runtime).unwrap_or_default();
@@ -299,17 +324,41 @@ impl Backend for FakeLab {
         let Some(job_id) = job.job_id.as_deref() else {
             return Ok(false);
         };
-        self.record(&LabCall {
-            call: "cancel".into(),
-            job_id: job_id.into(),
-            key: None,
-            at: Utc::now().timestamp_millis(),
-        })?;
+        self.record(&LabCall::of("cancel", job_id, Utc::now().timestamp_millis()))?;
         Ok(true)
     }
 
     fn job_url(&self, job: &TestJob) -> Option<String> {
         job.job_id.as_ref().map(|id| format!("https://fake.example.com/job/{id}"))
+    }
+
+    /// Follows the lab's log: each submitted job is reported over when its
+    /// runtime has passed, a cancelled one at once.
+    async fn listen(&self, events: tokio::sync::mpsc::Sender<LabEvent>) -> Result<(), BackendError> {
+        let mut offset = 0;
+        let mut due: BinaryHeap<Reverse<(i64, String)>> = BinaryHeap::new();
+        loop {
+            let (calls, read) = self
+                .calls_from(offset)
+                .map_err(|e| BackendError::Temporary(format!("the fake lab cannot read its log: {e}")))?;
+            offset = read;
+            for call in calls {
+                match (call.call.as_str(), call.ends_at) {
+                    ("submit", Some(ends_at)) => due.push(Reverse((ends_at, call.job_id))),
+                    ("cancel", _) => due.push(Reverse((call.at, call.job_id))),
+                    _ => {}
+                }
+            }
+            let now = Utc::now().timestamp_millis();
+            while due.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+                let Reverse((_, job_id)) = due.pop().expect("peeked");
+                let event = LabEvent { job_id, status: Some("Finished".into()), finished: true };
+                if events.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

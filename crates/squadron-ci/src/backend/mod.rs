@@ -114,6 +114,17 @@ pub struct LabMetric {
     pub unit: Option<String>,
 }
 
+/// What a lab's event stream says about one of its jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabEvent {
+    /// The lab's id of the job.
+    pub job_id: String,
+    /// Its new state, if the event names one.
+    pub status: Option<String>,
+    /// Whether the job is over (its results can be fetched).
+    pub finished: bool,
+}
+
 /// Why a lab call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -169,6 +180,14 @@ pub trait Backend: Send + Sync {
 
     /// The job's page in the lab.
     fn job_url(&self, job: &TestJob) -> Option<String>;
+
+    /// Follows the lab's job events, sending each to `events`, until the
+    /// stream ends or fails; `squadron listener` reconnects with a backoff.
+    /// Labs without an event stream are polled only.
+    async fn listen(&self, events: tokio::sync::mpsc::Sender<LabEvent>) -> Result<(), BackendError> {
+        drop(events);
+        Err(BackendError::NotSupported { backend: self.kind(), what: "listening to job events" })
+    }
 
     /// The definition of a job submitted by someone else (`watchjob`).
     async fn job_definition(&self, _job_id: &str) -> Result<Option<String>, BackendError> {

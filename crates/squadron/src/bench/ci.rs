@@ -34,6 +34,10 @@ pub struct CiArgs {
     /// Numbers of worker processes.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     pub workers: Vec<usize>,
+    /// Also run `squadron listener`, which makes a job's fetch due as soon
+    /// as the lab reports it over (use with a long --poll-interval).
+    #[arg(long)]
+    pub listener: bool,
     /// Tasks each worker runs at once per queue.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -90,16 +94,17 @@ async fn prepare(store: &Store, args: &CiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_worker(url: &str, data: &std::path::Path, concurrency: usize) -> anyhow::Result<Child> {
+/// Starts `squadron <command>` on the scratch database.
+fn spawn(url: &str, data: &std::path::Path, command: &[&str]) -> anyhow::Result<Child> {
     Command::new(std::env::current_exe()?)
         .args(["--database", url, "--data-dir"])
         .arg(data)
-        .args(["worker", "--concurrency", &concurrency.to_string()])
+        .args(command)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("cannot start a worker")
+        .with_context(|| format!("cannot start squadron {command:?}"))
 }
 
 /// Median and 95th percentile.
@@ -116,8 +121,13 @@ async fn run_once(args: &CiArgs, workers: usize) -> anyhow::Result<()> {
     let store = Store::open(&scratch.url, Migrations::Apply).await?;
     prepare(&store, args).await?;
     let started = Instant::now();
-    let mut children: Vec<Child> =
-        (0..workers).map(|_| spawn_worker(&scratch.url, dir.path(), args.concurrency)).collect::<Result<_, _>>()?;
+    let concurrency = args.concurrency.to_string();
+    let mut children: Vec<Child> = (0..workers)
+        .map(|_| spawn(&scratch.url, dir.path(), &["worker", "--concurrency", &concurrency]))
+        .collect::<Result<_, _>>()?;
+    if args.listener {
+        children.push(spawn(&scratch.url, dir.path(), &["listener"])?);
+    }
     let builds = (args.jobs + 9) / 10;
     let done = Sql::new(
         "SELECT (SELECT COUNT(*) FROM testjobs WHERE job_status = 'Complete') + \
@@ -148,13 +158,17 @@ async fn run_once(args: &CiArgs, workers: usize) -> anyhow::Result<()> {
     let (median, p95) = percentiles(latencies);
     println!(
         "postgres  {workers} worker(s): {} jobs ({} tests each) in {:.1} s: {:.1} jobs/s, {:.0} tests/s; \
-         lab end → results visible (polling every {:?}): median {median:.2} s, p95 {p95:.2} s",
+         lab end → results visible ({}): median {median:.2} s, p95 {p95:.2} s",
         args.jobs,
         args.tests,
         elapsed.as_secs_f64(),
         args.jobs as f64 / elapsed.as_secs_f64(),
         (args.jobs * args.tests) as f64 / elapsed.as_secs_f64(),
-        args.poll_interval,
+        if args.listener {
+            format!("listener, polling every {:?}", args.poll_interval)
+        } else {
+            format!("polling every {:?}", args.poll_interval)
+        },
     );
     store.close().await;
     scratch.drop().await
