@@ -183,8 +183,7 @@ pub fn decode_call(xml: &[u8]) -> Result<(String, Vec<Value>), DecodeError> {
     let mut parser = Parser::new(xml)?;
     parser.open("methodCall")?;
     parser.open("methodName")?;
-    let method = parser.text()?;
-    parser.close("methodName")?;
+    let method = parser.text("methodName")?;
     let mut params = Vec::new();
     match parser.next_tag()? {
         Tag::Open(name) if name == "params" => loop {
@@ -281,11 +280,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The text up to the closing tag of the current leaf element.
-    fn text(&mut self) -> Result<String, DecodeError> {
+    /// The text of leaf element `element`, up to and with its closing tag.
+    fn text(&mut self, element: &str) -> Result<String, DecodeError> {
         match self.next_tag()? {
-            Tag::Close(_) => Ok(std::mem::take(&mut self.pending_text)),
-            other => Err(DecodeError(format!("expected text, found {other}"))),
+            Tag::Close(name) if name == element => Ok(std::mem::take(&mut self.pending_text)),
+            other => Err(DecodeError(format!("expected the text of <{element}>, found {other}"))),
         }
     }
 
@@ -308,22 +307,22 @@ impl<'a> Parser<'a> {
             },
             Tag::Open(name) => match name.as_str() {
                 "int" | "i4" | "i8" => {
-                    let text = self.text()?;
+                    let text = self.text(&name)?;
                     Value::Int(text.trim().parse().map_err(|_| DecodeError(format!("{text:?} is not an integer")))?)
                 }
-                "boolean" => match self.text()?.trim() {
+                "boolean" => match self.text(&name)?.trim() {
                     "1" => Value::Bool(true),
                     "0" => Value::Bool(false),
                     other => return Err(DecodeError(format!("{other:?} is not a boolean"))),
                 },
                 "double" => {
-                    let text = self.text()?;
+                    let text = self.text(&name)?;
                     Value::Double(text.trim().parse().map_err(|_| DecodeError(format!("{text:?} is not a double")))?)
                 }
-                "string" => Value::String(self.text()?),
-                "dateTime.iso8601" => Value::DateTime(self.text()?.trim().to_string()),
+                "string" => Value::String(self.text(&name)?),
+                "dateTime.iso8601" => Value::DateTime(self.text(&name)?.trim().to_string()),
                 "nil" => {
-                    self.text()?;
+                    self.text(&name)?;
                     Value::Nil
                 }
                 "struct" => self.members()?,
@@ -342,7 +341,7 @@ impl<'a> Parser<'a> {
             match self.next_tag()? {
                 Tag::Open(name) if name == "member" => {
                     self.open("name")?;
-                    let member = self.text()?;
+                    let member = self.text("name")?;
                     let value = self.value()?;
                     self.close("member")?;
                     members.push((member, value));
@@ -377,4 +376,55 @@ impl<'a> Parser<'a> {
 
 fn name(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Value {
+        Value::Struct(vec![
+            ("id".into(), Value::Int(1234)),
+            ("text".into(), Value::String("a <b> & 'c'\n  d".into())),
+            ("empty".into(), Value::String(String::new())),
+            ("ok".into(), Value::Bool(true)),
+            ("ratio".into(), Value::Double(0.5)),
+            ("when".into(), Value::DateTime("20201113T10:23:41".into())),
+            ("none".into(), Value::Nil),
+            ("ids".into(), Value::Array(vec![Value::String("1.0".into()), Value::String("1.1".into())])),
+            ("nothing".into(), Value::Array(Vec::new())),
+        ])
+    }
+
+    #[test]
+    fn calls_and_responses_round_trip() {
+        let call = encode_call("scheduler.job_details", &[Value::String("1234".into()), sample()]);
+        assert_eq!(
+            decode_call(call.as_bytes()).unwrap(),
+            ("scheduler.job_details".into(), vec![Value::String("1234".into()), sample()])
+        );
+        assert_eq!(decode_response(encode_response(&sample()).as_bytes()).unwrap(), Ok(sample()));
+        let fault = Fault { code: 404, message: "Job '9' was not found.".into() };
+        assert_eq!(decode_response(encode_fault(&fault).as_bytes()).unwrap(), Err(fault));
+    }
+
+    #[test]
+    fn pythons_layout_and_bare_strings() {
+        let xml = "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><array><data>\n<value>plain &amp; bare</value>\n<value><i4>7</i4></value>\n<value><string>caf&#233;</string></value>\n</data></array></value>\n</param>\n</params>\n</methodResponse>\n";
+        assert_eq!(
+            decode_response(xml.as_bytes()).unwrap(),
+            Ok(Value::Array(vec![Value::String("plain & bare".into()), Value::Int(7), Value::String("café".into())]))
+        );
+    }
+
+    #[test]
+    fn broken_documents_are_errors() {
+        assert!(decode_response(b"<html>down</html>").is_err());
+        assert!(decode_response(b"<?xml version=\"1.0\"?><methodResponse><params>").is_err());
+        assert!(decode_response(
+            b"<methodResponse><params><param><value><int>x</int></value></param></params></methodResponse>"
+        )
+        .is_err());
+        assert!(decode_response(b"\xff\xfe").is_err());
+    }
 }
