@@ -90,6 +90,11 @@ pub struct JobResults {
     /// Whether the job failed for an infrastructure reason and should be
     /// resubmitted automatically (LAVA's `CI_LAVA_INFRA_ERROR_MESSAGES`).
     pub resubmit: bool,
+    /// Files to attach to the test run: name and content.
+    pub attachments: Vec<(String, Vec<u8>)>,
+    /// The environment the job belongs to after all, when the lab says
+    /// (TuxSuite's `test_name`); the job moves there.
+    pub environment: Option<String>,
 }
 
 /// One test of a lab's results.
@@ -144,6 +149,12 @@ pub trait Backend: Send + Sync {
     /// Checks a job definition before `submitjob` accepts it; the error
     /// says what is wrong.
     fn check_definition(&self, definition: &str) -> Result<(), String>;
+
+    /// Checks the lab's id of a job given to `watchjob`; the error says
+    /// what is wrong (SQUAD's `check_job_id`).
+    fn check_job_id(&self, _job_id: &str) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Whether squadron can submit jobs to this lab (TuxSuite's jobs come
     /// from `watchjob` and callbacks only).
