@@ -6,6 +6,7 @@
 //! returned in one short transaction afterwards.
 
 pub mod fake;
+pub mod tuxsuite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -206,6 +207,9 @@ impl Backends {
     pub fn open(&self, record: &BackendRecord) -> Result<Arc<dyn Backend>, BackendError> {
         match record.implementation_type.as_str() {
             "fake" => Ok(Arc::new(fake::FakeLab::new(self.fake_lab.clone()))),
+            "tuxsuite" => {
+                Ok(Arc::new(tuxsuite::TuxSuite::new(record, self.http.clone(), tuxsuite::HttpPolicy::default())?))
+            }
             _ => Err(BackendError::Permanent(format!(
                 "backend {:?} has an unknown implementation type {:?}",
                 record.name, record.implementation_type
