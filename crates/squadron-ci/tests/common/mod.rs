@@ -56,3 +56,30 @@ pub fn test_job(job_id: &str, project_settings: &str, results_input: Option<Stri
         project_settings: project_settings.into(),
     }
 }
+
+/// A fresh P-256 key pair: the signing key and its OpenSSH public key line.
+pub fn key_pair() -> (p256::ecdsa::SigningKey, String) {
+    use base64::Engine;
+    let key = loop {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).unwrap();
+        if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&secret) {
+            break key;
+        }
+    };
+    let point = key.verifying_key().to_encoded_point(false);
+    let mut blob = Vec::new();
+    for field in [b"ecdsa-sha2-nistp256".as_slice(), b"nistp256", point.as_bytes()] {
+        blob.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        blob.extend_from_slice(field);
+    }
+    (key, format!("ecdsa-sha2-nistp256 {}", base64::engine::general_purpose::STANDARD.encode(blob)))
+}
+
+/// TuxSuite's signature header for `content`.
+pub fn sign(key: &p256::ecdsa::SigningKey, content: &[u8]) -> String {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    let signature: p256::ecdsa::Signature = key.sign(content);
+    base64::engine::general_purpose::URL_SAFE.encode(signature.to_der().as_bytes())
+}
