@@ -15,6 +15,7 @@
 //! before submitting again.
 
 pub mod backend;
+pub mod callback;
 pub mod jobs;
 pub mod listener;
 pub mod pipeline;

@@ -5,6 +5,7 @@
 mod auth;
 mod data;
 pub mod error;
+mod fetchjob;
 mod form;
 mod native;
 mod ops;
@@ -81,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/submit/{group}/{project}/{build}/{environment}/", post(native::submit))
         .route("/api/createbuild/{group}/{project}/{version}", post(native::create_build))
         .route("/api/createbuild/{group}/{project}/{version}/", post(native::create_build))
+        .route("/api/fetchjob/{group}/{project}/{version}/{environment}/{backend}", post(fetchjob::fetch_job))
+        .route("/api/fetchjob/{group}/{project}/{version}/{environment}/{backend}/", post(fetchjob::fetch_job))
         .route("/api/data/{group}/{project}", get(data::data))
         .route("/api/data/{group}/{project}/", get(data::data))
         .route("/api/version/", get(native::version))

@@ -7,6 +7,7 @@
 
 pub mod fake;
 pub mod lava;
+pub mod tuxsuite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,6 +92,11 @@ pub struct JobResults {
     /// Whether the job failed for an infrastructure reason and should be
     /// resubmitted automatically (LAVA's `CI_LAVA_INFRA_ERROR_MESSAGES`).
     pub resubmit: bool,
+    /// Files to attach to the test run: name and content.
+    pub attachments: Vec<(String, Vec<u8>)>,
+    /// The environment the job belongs to after all, when the lab says
+    /// (TuxSuite's `test_name`); the job moves there.
+    pub environment: Option<String>,
 }
 
 /// One test of a lab's results.
@@ -157,6 +163,12 @@ pub trait Backend: Send + Sync {
     /// says what is wrong.
     fn check_definition(&self, definition: &str) -> Result<(), String>;
 
+    /// Checks the lab's id of a job given to `watchjob`; the error says
+    /// what is wrong (SQUAD's `check_job_id`).
+    fn check_job_id(&self, _job_id: &str) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Whether squadron can submit jobs to this lab (TuxSuite's jobs come
     /// from `watchjob` and callbacks only).
     fn can_submit(&self) -> bool {
@@ -216,6 +228,9 @@ impl Backends {
         match record.implementation_type.as_str() {
             "fake" => Ok(Arc::new(fake::FakeLab::new(self.fake_lab.clone()))),
             "lava" => Ok(Arc::new(lava::LavaLab::new(record, self.http.clone())?)),
+            "tuxsuite" => {
+                Ok(Arc::new(tuxsuite::TuxSuite::new(record, self.http.clone(), tuxsuite::HttpPolicy::default())?))
+            }
             _ => Err(BackendError::Permanent(format!(
                 "backend {:?} has an unknown implementation type {:?}",
                 record.name, record.implementation_type

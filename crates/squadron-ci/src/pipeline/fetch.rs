@@ -67,6 +67,7 @@ impl Task for FetchJob {
                 sql.bind(Utc::now()).push(", job_status = COALESCE(").bind_optional(status).push(", job_status)");
                 sql.push(" WHERE NOT fetched AND id = ").bind(self.testjob_id);
                 tx.execute(&sql).await.map_err(TaskError::failed)?;
+                consume_input(&mut tx, &testjob).await?;
                 job.commit_step(tx, &Value::Null).await?;
                 Ok(Outcome::Snooze(poll_interval(record.poll_interval)))
             }
@@ -78,6 +79,7 @@ impl Task for FetchJob {
                     if give_up { format!("{message} (gave up after {attempts} failed fetches)") } else { message };
                 let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
                 record_fetch_failure(&mut tx, cx, self.testjob_id, &message, give_up).await?;
+                consume_input(&mut tx, &testjob).await?;
                 if give_up {
                     return job.commit_last_step(tx).await;
                 }
@@ -91,6 +93,18 @@ impl Task for FetchJob {
             }
         }
     }
+}
+
+/// Drops the payload a lab pushed once a fetch has read it without
+/// storing results (SQUAD consumes it at every fetch), unless a newer one
+/// arrived meanwhile: the next fetch asks the lab itself.
+async fn consume_input(tx: &mut WriteTx, testjob: &TestJob) -> Result<(), TaskError> {
+    if let Some(input) = &testjob.results_input {
+        let mut sql = Sql::new("UPDATE testjobs SET results_input = NULL WHERE id = ");
+        sql.bind(testjob.id).push(" AND results_input = ").bind(input.as_str());
+        tx.execute(&sql).await.map_err(TaskError::failed)?;
+    }
+    Ok(())
 }
 
 /// Counts a failed fetch; a `final` one ends the job (SQUAD leaves a job
@@ -197,6 +211,11 @@ async fn store_results(
         Some(log) => Some(cx.blobs.put(log).await.map_err(TaskError::failed)?),
         None => None,
     };
+    let mut attachments = Vec::with_capacity(results.attachments.len());
+    for (name, content) in &results.attachments {
+        attachments.push((name.clone(), cx.blobs.put(content).await.map_err(TaskError::failed)?));
+    }
+    let environment = results.environment.clone().unwrap_or_else(|| testjob.environment.clone());
     let mut version = Sql::new("SELECT version FROM builds WHERE id = ");
     version.bind(testjob.target_build_id.unwrap_or(-1));
     let Some((build_version,)) = cx.store.fetch_optional::<(String,)>(&version).await.map_err(TaskError::failed)?
@@ -206,12 +225,12 @@ async fn store_results(
     let submission = Submission {
         project_id: testjob.target_id,
         build_version,
-        environment_slug: testjob.environment.clone(),
+        environment_slug: environment.clone(),
         metadata: outcomes.metadata,
         tests_file: tests,
         metrics_file: metrics,
         log_file: log,
-        attachments: Vec::new(),
+        attachments,
         completed: outcomes.completed,
     };
     let options = IngestOptions { owner: Some(format!("fetch:testjob:{id}")), ..IngestOptions::default() };
@@ -232,6 +251,7 @@ async fn store_results(
     let mut sql = Sql::new("UPDATE testjobs SET fetched = TRUE, fetched_at = ");
     sql.bind(now).push(", last_fetch_attempt = ").bind(now);
     sql.push(", job_status = ").bind(status).push(", testrun_id = ").bind(run);
+    sql.push(", environment = ").bind(environment.as_str());
     sql.push(", name = COALESCE(name, ").bind_optional(results.name.as_deref()).push(")");
     sql.push(", started_at = ").bind_optional(results.started_at).push(", ended_at = ").bind_optional(results.ended_at);
     sql.push(", failure = ").bind_optional(results.failure.as_deref());

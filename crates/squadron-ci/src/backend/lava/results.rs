@@ -395,6 +395,7 @@ pub fn parse(
         raw: Vec::new(),
         failure,
         resubmit,
+        ..JobResults::default()
     })
 }
 
