@@ -13,12 +13,34 @@ fn regex(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("bad built-in pattern {pattern}: {e}"))
 }
 
-static SECONDS: LazyLock<Regex> = LazyLock::new(|| regex(r"\b\d+\.\d+s\b"));
+/// A pattern with word boundaries (`{B}`), compiled twice: with Unicode
+/// boundaries as Python has them, and with ASCII ones, which give the same
+/// matches on ASCII text and let the regex engine use its fast DFAs.
+struct Bounded {
+    unicode: Regex,
+    ascii: Regex,
+}
+
+impl Bounded {
+    fn new(pattern: &str) -> Self {
+        Bounded { unicode: regex(&pattern.replace("{B}", r"\b")), ascii: regex(&pattern.replace("{B}", r"(?-u:\b)")) }
+    }
+
+    fn get(&self, ascii: bool) -> &Regex {
+        if ascii {
+            &self.ascii
+        } else {
+            &self.unicode
+        }
+    }
+}
+
+static SECONDS: LazyLock<Bounded> = LazyLock::new(|| Bounded::new(r"{B}\d+\.\d+s{B}"));
 static TAINTED: LazyLock<Regex> = LazyLock::new(|| regex(r"(Not t|T)ainted.*"));
-static HEX_WORD: LazyLock<Regex> = LazyLock::new(|| regex(r"\b(?:0x)?[a-fA-F0-9]+\b"));
+static HEX_WORD: LazyLock<Bounded> = LazyLock::new(|| Bounded::new(r"{B}(?:0x)?[a-fA-F0-9]+{B}"));
 // SQUAD: `(0x[a-f0-9]+|[<\[][0-9a-f]+?[>\]]|\b\d+\b(?!\s*\())`; the
 // lookahead is checked by hand in `remove_numbers`.
-static NUMBERS: LazyLock<Regex> = LazyLock::new(|| regex(r"(?:0x[a-f0-9]+|[<\[][0-9a-f]+?[>\]])|(\b\d+\b)"));
+static NUMBERS: LazyLock<Bounded> = LazyLock::new(|| Bounded::new(r"0x[a-f0-9]+|[<\[][0-9a-f]+?[>\]]|{B}\d+{B}"));
 static CALL_PAREN: LazyLock<Regex> = LazyLock::new(|| regex(r"^\s*\("));
 static LEADING_TIME: LazyLock<Regex> = LazyLock::new(|| regex(r"^<?>?\[[^\]]+\](\[[^\]]+\])?"));
 static TMP_OBJECT: LazyLock<Regex> = LazyLock::new(|| regex(r"/tmp\S*?/\S*?\.o"));
@@ -32,9 +54,10 @@ static BRACKETS: LazyLock<Regex> = LazyLock::new(|| regex(r"\[.+?\]"));
 /// `Tainted`/`Not tainted` lines, hex and decimal words (but not numbers
 /// that are part of a function name), and a leading `<n>[ time][ Tn]`.
 pub(crate) fn remove_numbers_and_time(snippet: &str) -> String {
-    let text = SECONDS.replace_all(snippet, "");
+    let ascii = snippet.is_ascii();
+    let text = SECONDS.get(ascii).replace_all(snippet, "");
     let text = TAINTED.replace_all(&text, "");
-    let text = HEX_WORD.replace_all(&text, "");
+    let text = HEX_WORD.get(ascii).replace_all(&text, "");
     let text = remove_numbers(&text);
     LEADING_TIME.replace(&text, "").into_owned()
 }
@@ -42,17 +65,20 @@ pub(crate) fn remove_numbers_and_time(snippet: &str) -> String {
 /// Removes `0x..` numbers, `<hex>`/`[hex]` and decimal words not followed by
 /// `(` (a decimal word followed by `(` is kept, as SQUAD's lookahead does).
 fn remove_numbers(text: &str) -> String {
+    let numbers = NUMBERS.get(text.is_ascii());
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
     let mut from = 0;
-    while let Some(found) = NUMBERS.captures_at(text, from) {
-        let whole = found.get(0).expect("group 0 always matches");
-        let is_call = found.get(1).is_some() && CALL_PAREN.is_match(&text[whole.end()..]);
-        if !is_call {
-            out.push_str(&text[copied..whole.start()]);
-            copied = whole.end();
+    while let Some(found) = numbers.find_at(text, from) {
+        // The first two alternatives start with `0x`, `<` or `[`; the
+        // third, a decimal word, is kept when a `(` follows.
+        let word = found.as_str();
+        let decimal = !(word.starts_with("0x") || word.starts_with(['<', '[']));
+        if !(decimal && CALL_PAREN.is_match(&text[found.end()..])) {
+            out.push_str(&text[copied..found.start()]);
+            copied = found.end();
         }
-        from = whole.end();
+        from = found.end();
     }
     out.push_str(&text[copied..]);
     out
