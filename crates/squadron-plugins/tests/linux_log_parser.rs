@@ -184,7 +184,9 @@ fn check_generated(tests: &[LogTest], blocks: &[serde_json::Value], what: &str) 
     let mut fingerprinted: BTreeMap<(String, &str), BTreeSet<&str>> = BTreeMap::new();
     for test in tests {
         let into = if test.kind == LogTestKind::Aggregate { &mut found } else { &mut fingerprinted };
-        into.entry((test.suite.clone(), family(&test.name))).or_default().extend(test.snippets.iter().map(String::as_str));
+        into.entry((test.suite.clone(), family(&test.name)))
+            .or_default()
+            .extend(test.snippets.iter().map(String::as_str));
     }
     assert_eq!(found, fingerprinted, "{what}: sha tests hold the same snippets");
     assert_eq!(

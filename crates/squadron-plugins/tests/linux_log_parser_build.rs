@@ -53,3 +53,17 @@ fn clang_wins_over_gcc() {
     assert!(tests.iter().all(|t| t.suite == "log-parser-build-clang"), "{tests:?}");
     assert!(tests.iter().any(|t| t.name.starts_with("clang-compiler-single-line")), "{tests:?}");
 }
+
+/// Feeding a log in pieces of any size gives the same tests as in one go.
+#[test]
+fn pieces_do_not_matter() {
+    let path = common::fixtures().join("squad/linux_log_parser_build/gcc_arm_25044425.log");
+    let log = std::fs::read(path).unwrap();
+    let whole = parse(&log);
+    assert!(!whole.is_empty());
+    for size in [1, 13, 4096] {
+        let mut parser = squadron_plugins::linux_log::BuildLogParser::new();
+        log.chunks(size).for_each(|piece| parser.feed(piece));
+        assert_eq!(parser.finish(), whole, "pieces of {size} bytes");
+    }
+}
