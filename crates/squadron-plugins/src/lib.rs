@@ -6,11 +6,12 @@
 //! cursor to resume from. The pipeline stores each step's output together
 //! with the cursor, so a plugin interrupted at any moment resumes where it
 //! was and gives the same rows as an uninterrupted run. The parsers behind
-//! the plugins are pure and streaming (`tradefed`).
+//! the plugins are pure and streaming (`linux_log`, `tradefed`).
 
 mod plugin;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod linux_log;
 pub mod tradefed;
 
 pub use plugin::{Plugin, PluginError, PluginInput, Plugins, StepOutput};
