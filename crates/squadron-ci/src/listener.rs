@@ -54,12 +54,11 @@ impl Listener {
                 keep
             });
             for record in wanted {
-                if !following.contains_key(&record.id) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = following.entry(record.id) {
                     info!(backend = %record.name, "following the lab's events");
                     let fingerprint = format!("{record:?}");
                     let listener = self.clone();
-                    following
-                        .insert(record.id, (fingerprint, tokio::spawn(async move { listener.follow(record).await })));
+                    slot.insert((fingerprint, tokio::spawn(async move { listener.follow(record).await })));
                 }
             }
             tokio::select! {

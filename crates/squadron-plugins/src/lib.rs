@@ -8,10 +8,10 @@
 //! was and gives the same rows as an uninterrupted run. The parsers behind
 //! the plugins are pure and streaming (`linux_log`, `tradefed`).
 
+pub mod linux_log;
 mod plugin;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod linux_log;
 pub mod tradefed;
 
 pub use plugin::{Plugin, PluginError, PluginInput, Plugins, StepOutput};

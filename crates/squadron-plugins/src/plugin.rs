@@ -73,8 +73,10 @@ impl Plugins {
     /// Every plugin squadron has (and, in a test build, the pipeline
     /// tests' own).
     pub fn builtin() -> Plugins {
-        #[allow(unused_mut)]
         let mut plugins = Plugins::new();
+        plugins.register(Arc::new(crate::linux_log::LinuxLogParser));
+        plugins.register(Arc::new(crate::linux_log::LinuxLogParserBuild));
+        plugins.alias(crate::linux_log::LINUX_LOG_PARSER_ALIAS, "linux_log_parser");
         #[cfg(feature = "testing")]
         plugins.register(Arc::new(crate::testing::StepCounter));
         plugins

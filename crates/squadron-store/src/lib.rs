@@ -12,6 +12,7 @@ pub mod builds;
 mod error;
 pub mod ingest;
 pub mod maintenance;
+pub mod postprocess;
 pub mod projects;
 pub mod retention;
 pub mod sql;

@@ -54,6 +54,8 @@ pub struct AppState {
     pub queue: Queue,
     /// The queue's metrics in this process.
     pub metrics: Metrics,
+    /// The plugins that post-process submitted runs.
+    pub plugins: squadron_plugins::Plugins,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             config: Arc::new(WebConfig::default()),
             queue: Queue::default(),
             metrics: Metrics::default(),
+            plugins: squadron_plugins::Plugins::builtin(),
         }
     }
 

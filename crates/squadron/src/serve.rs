@@ -26,6 +26,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         }),
         queue: Queue::new(cli.queue.routes()),
         metrics,
+        plugins: squadron_plugins::Plugins::builtin(),
     };
     let listener =
         tokio::net::TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;

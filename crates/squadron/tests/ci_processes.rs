@@ -217,6 +217,11 @@ async fn scenario(builds: i64, jobs_per_build: i64, chaos: bool) -> Ended {
     Ended { dump: dump(&db).await, kills, terms, elapsed }
 }
 
+/// A test: build version, job definition, suite, name, result, log.
+type TestRow = (String, String, String, String, Option<bool>, Option<String>);
+/// A status row: build version, job definition, suite, pass, fail, skip, xfail.
+type StatusRow = (String, String, Option<String>, i64, i64, i64, i64);
+
 /// The content over natural keys: jobs by build and definition, their
 /// runs' metadata (without ids and times), tests, status counters, and the
 /// builds' status.
@@ -237,7 +242,7 @@ async fn dump(db: &TestDb) -> String {
         metadata.retain(|k, _| !matches!(k.as_str(), "job_id" | "job_url" | "datetime"));
         out.push_str(&format!("job {version} {env} {definition:?} {status} {completed} {metadata:?}\n"));
     }
-    let tests: Vec<(String, String, String, String, Option<bool>, Option<String>)> = db
+    let tests: Vec<TestRow> = db
         .store
         .fetch_all(&Sql::new(
             "SELECT b.version, j.definition, s.slug, m.name, t.result, t.log FROM tests t \
@@ -253,7 +258,7 @@ async fn dump(db: &TestDb) -> String {
             log.map_or(0, |l| l.len())
         ));
     }
-    let statuses: Vec<(String, String, Option<String>, i64, i64, i64, i64)> = db
+    let statuses: Vec<StatusRow> = db
         .store
         .fetch_all(&Sql::new(
             "SELECT b.version, j.definition, s.slug, st.tests_pass, st.tests_fail, st.tests_skip, st.tests_xfail \

@@ -24,6 +24,7 @@ mod collect;
 mod engine;
 mod lines;
 mod naming;
+mod plugin;
 
 use std::io::{BufRead, ErrorKind};
 
@@ -32,6 +33,7 @@ pub use build::{parse_build_log, BuildLogParser};
 pub use collect::{MAX_KEPT_SNIPPET_BYTES, MAX_LOG_CHARS, MAX_SNIPPETS_PER_TEST, MAX_TESTS};
 pub use engine::{WINDOW_BYTES, WINDOW_LINES};
 pub use lines::MAX_LINE_BYTES;
+pub use plugin::{LinuxLogParser, LinuxLogParserBuild, LINUX_LOG_PARSER_ALIAS};
 
 /// One test a log parser reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

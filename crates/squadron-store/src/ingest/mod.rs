@@ -76,6 +76,9 @@ pub struct IngestOptions {
     /// publishes the run, so that it exists exactly when the run is
     /// visible (the build status recomputation, for one).
     pub on_publish: Option<crate::builds::BuildTask>,
+    /// Plugins to post-process the run with: their `pending_postprocess`
+    /// rows and tasks commit with the publication.
+    pub postprocess: Option<crate::postprocess::RunPostprocess>,
     /// Names the writer of the hidden run (a task, say): a later ingestion
     /// by the same owner removes an earlier hidden run it left behind at
     /// once, instead of waiting for its heartbeat to go stale. Unnamed
@@ -85,7 +88,7 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { batch_rows: MAX_BATCH_ROWS, on_publish: None, owner: None }
+        IngestOptions { batch_rows: MAX_BATCH_ROWS, on_publish: None, postprocess: None, owner: None }
     }
 }
 
@@ -187,9 +190,9 @@ impl Store {
         submission: &Submission,
         options: IngestOptions,
     ) -> Result<i64, IngestError> {
-        let on_publish = options.on_publish.clone();
+        let (on_publish, postprocess) = (options.on_publish.clone(), options.postprocess.clone());
         let StagedRun { mut run, .. } = self.stage(blobs, submission, options).await?;
-        let outcome = run.publish(&submission.metadata, on_publish.as_ref()).await;
+        let outcome = run.publish(&submission.metadata, on_publish.as_ref(), postprocess.as_ref()).await;
         if let Ok(id) = &outcome {
             self.refresh_statistics_after(*id, run.written()).await;
         }

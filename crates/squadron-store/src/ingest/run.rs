@@ -334,11 +334,15 @@ impl<'s> HiddenRun<'s> {
         &mut self,
         metadata: &RunMetadata,
         on_publish: Option<&crate::builds::BuildTask>,
+        postprocess: Option<&crate::postprocess::RunPostprocess>,
     ) -> Result<i64, IngestError> {
         let mut tx = self.store.begin_write().await?;
         self.publish_in(&mut tx, metadata).await?;
         if let Some(hook) = on_publish {
             hook.enqueue(&mut tx, self.build_id).await?;
+        }
+        if let Some(plugins) = postprocess {
+            plugins.hold_all(&mut tx, self.id).await?;
         }
         tx.commit().await?;
         Ok(self.id)

@@ -1,0 +1,80 @@
+//! Plugins on directly submitted runs, on both engines: the submit answers
+//! once the run is stored; the project's plugins run as queued tasks, and
+//! the build is not finished until they are done.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Api;
+use serde_json::Value;
+use squadron_ci::{Backends, Ci, PostprocessRun};
+use squadron_plugins::Plugins;
+use squadron_queue::{Queue, Registry};
+use squadron_status::{StatusContext, UpdateBuildStatus};
+use squadron_store::both_engines;
+#[allow(unused_imports)]
+use squadron_store::testing::TestDb;
+
+const PANIC_LOG: &str = "[    0.000000] Booting Linux\n\
+[    1.234567] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n\
+[    1.234568] CPU: 0 PID: 1 Comm: swapper/0 Not tainted 6.1.0 #1\n";
+
+async fn run_plugins_until(db: &TestDb, condition: &str) {
+    let ci = Arc::new(Ci {
+        store: db.store.clone(),
+        blobs: db.blobs.clone(),
+        queue: Queue::default(),
+        backends: Backends::new(db.scratch.dir.path()),
+        plugins: Plugins::builtin(),
+        submit_retry_delay: Duration::from_secs(1),
+    });
+    let mut registry = Registry::new();
+    registry.register::<PostprocessRun>(ci);
+    registry
+        .register::<UpdateBuildStatus>(Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() }));
+    db.run_tasks_until(registry, &["ci_fetch_postprocess", "core_postprocess"], condition).await;
+}
+
+async fn build_status(api: &Api, build: i64) -> Value {
+    api.call(reqwest::Method::GET, &format!("/api/builds/{build}/status/"), None).await.1
+}
+
+both_engines! {
+    async fn the_log_parser_runs_on_a_submitted_log_before_the_build_finishes(db: TestDb) {
+        let api = Api::new(db).await;
+        // squad-client's plugin name: an alias of linux_log_parser.
+        api.db.execute("UPDATE projects SET enabled_plugins_list = 'linux-log-parser, no-such-plugin' WHERE slug = 'p'").await;
+        let (status, run) = api
+            .post_multipart("/api/submit/g/p/v1/x86", Some(&api.admin), &[("tests", r#"{"boot/ok": "pass"}"#)], &[("log", "boot.log", PANIC_LOG.as_bytes())])
+            .await;
+        assert_eq!(status, 201, "{run}");
+        let build = api.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {run}")).await;
+        let before = build_status(&api, build).await;
+        assert_eq!(before["finished"], false, "{before}");
+        assert_eq!(api.db.scalar("SELECT COUNT(*) FROM pending_postprocess").await, 1);
+
+        run_plugins_until(&api.db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
+        let names: Vec<(String,)> = api.db.store.fetch_all(&squadron_store::sql::Sql::new(
+            "SELECT s.slug || '/' || m.name FROM tests t JOIN suites s ON s.id = t.suite_id \
+             JOIN suite_metadata m ON m.id = t.metadata_id WHERE NOT t.result ORDER BY 1",
+        )).await.unwrap();
+        assert!(!names.is_empty());
+        assert!(names.iter().all(|(n,)| n.starts_with("log-parser-boot/panic-")), "{names:?}");
+        let after = build_status(&api, build).await;
+        assert_eq!(after["finished"], true, "{after}");
+        assert_eq!(after["tests_fail"], names.len() as i64, "{after}");
+        assert_eq!(after["tests_pass"], 1, "{after}");
+        assert_eq!(api.db.scalar("SELECT COUNT(*) FROM pending_postprocess").await, 0);
+    }
+
+    async fn a_run_without_a_log_is_left_alone_by_the_log_parser(db: TestDb) {
+        let api = Api::new(db).await;
+        api.db.execute("UPDATE projects SET enabled_plugins_list = 'linux_log_parser' WHERE slug = 'p'").await;
+        let build = api.submit_tests("p", "v1", r#"{"a": "pass"}"#).await;
+        run_plugins_until(&api.db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
+        assert_eq!(api.db.scalar("SELECT COUNT(*) FROM tests").await, 1);
+        assert_eq!(build_status(&api, build).await["finished"], true);
+    }
+}
