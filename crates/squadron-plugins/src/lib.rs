@@ -14,4 +14,4 @@ mod plugin;
 pub mod testing;
 pub mod tradefed;
 
-pub use plugin::{Plugin, PluginError, PluginInput, Plugins, StepOutput};
+pub use plugin::{Plugin, PluginError, PluginInput, Plugins, ReadSeek, StepOutput};

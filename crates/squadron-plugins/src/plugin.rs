@@ -1,7 +1,7 @@
 //! The plugin interface and the registry of plugins by name.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Seek, Write};
 use std::sync::Arc;
 
 use squadron_core::submission::{SubmittedMetric, SubmittedTest};
@@ -15,10 +15,20 @@ pub trait PluginInput: Send + Sync {
     /// The names of the run's attachments.
     fn attachments(&self) -> Vec<String>;
     /// An attachment's content, if the run has one by that name.
-    fn attachment(&self, name: &str) -> std::io::Result<Option<Box<dyn Read + Send + '_>>>;
+    fn attachment(&self, name: &str) -> std::io::Result<Option<Box<dyn ReadSeek + Send + '_>>>;
+    /// Keeps a file the plugin derives (an extracted report) for its later
+    /// steps: `write` writes it; returns its key for [`PluginInput::stashed`].
+    fn stash(&self, write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<String>;
+    /// A file kept by [`PluginInput::stash`].
+    fn stashed(&self, key: &str) -> std::io::Result<Option<Box<dyn ReadSeek + Send + '_>>>;
     /// The project's settings (its YAML `project_settings`, as JSON).
     fn settings(&self) -> &serde_json::Value;
 }
+
+/// A readable, seekable input.
+pub trait ReadSeek: Read + Seek {}
+
+impl<T: Read + Seek> ReadSeek for T {}
 
 /// What one step of a plugin produced.
 #[derive(Debug, Default)]
@@ -77,6 +87,7 @@ impl Plugins {
         plugins.register(Arc::new(crate::linux_log::LinuxLogParser));
         plugins.register(Arc::new(crate::linux_log::LinuxLogParserBuild));
         plugins.alias(crate::linux_log::LINUX_LOG_PARSER_ALIAS, "linux_log_parser");
+        plugins.register(Arc::new(crate::tradefed::Tradefed));
         #[cfg(feature = "testing")]
         plugins.register(Arc::new(crate::testing::StepCounter));
         plugins

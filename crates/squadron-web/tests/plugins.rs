@@ -69,6 +69,24 @@ both_engines! {
         assert_eq!(api.db.scalar("SELECT COUNT(*) FROM pending_postprocess").await, 0);
     }
 
+    async fn tradefed_records_every_test_of_an_attached_results_archive(db: TestDb) {
+        let api = Api::new(db).await;
+        api.db.execute("UPDATE projects SET enabled_plugins_list = 'tradefed' WHERE slug = 'p'").await;
+        let archive = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tradefed/squad-linaro-plugins/test_output.tar.xz")).unwrap();
+        let (status, run) = api
+            .post_multipart("/api/submit/g/p/v1/x86", Some(&api.admin), &[], &[("attachment", "test_output.tar.xz", &archive)])
+            .await;
+        assert_eq!(status, 201, "{run}");
+        let build = api.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {run}")).await;
+        run_plugins_until(&api.db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
+        assert_eq!(api.db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {run}")).await, 515);
+        assert_eq!(api.db.scalar(&format!("SELECT COUNT(*) FROM metrics WHERE test_run_id = {run}")).await, 7);
+        let after = build_status(&api, build).await;
+        assert_eq!(after["tests_pass"], 515, "{after}");
+        let suites = api.db.scalar("SELECT COUNT(*) FROM suites WHERE slug LIKE 'cts/arm64-v8a.%'").await;
+        assert_eq!(suites, 2);
+    }
+
     async fn a_run_without_a_log_is_left_alone_by_the_log_parser(db: TestDb) {
         let api = Api::new(db).await;
         api.db.execute("UPDATE projects SET enabled_plugins_list = 'linux_log_parser' WHERE slug = 'p'").await;

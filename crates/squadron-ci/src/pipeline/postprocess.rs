@@ -10,12 +10,12 @@
 //! enqueues the job's `finish` (fan-in, DESIGN §5). Runs submitted directly
 //! (no job) have their build status updated instead.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use squadron_plugins::{PluginError, PluginInput};
+use squadron_plugins::{PluginError, PluginInput, ReadSeek};
 use squadron_queue::{Job, NewTask, Outcome, StepTx, Task, TaskError};
 use squadron_store::blob::BlobStore;
 use squadron_store::sql::Sql;
@@ -48,6 +48,8 @@ impl PostprocessRun {
 /// store, and its project's settings.
 pub struct RunInput {
     blobs: BlobStore,
+    /// Writes stashed files from the blocking thread a step runs on.
+    runtime: tokio::runtime::Handle,
     log: Option<String>,
     attachments: Vec<(String, String)>,
     settings: Value,
@@ -70,7 +72,13 @@ impl RunInput {
         attachments.bind(id).push(" ORDER BY id");
         let attachments = store.fetch_all(&attachments).await.map_err(TaskError::failed)?;
         let settings = squadron_core::settings::parse_settings(&settings).unwrap_or_default();
-        Ok(Some(RunInput { blobs: blobs.clone(), log, attachments, settings: Value::Object(settings) }))
+        Ok(Some(RunInput {
+            blobs: blobs.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            log,
+            attachments,
+            settings: Value::Object(settings),
+        }))
     }
 }
 
@@ -86,15 +94,50 @@ impl PluginInput for RunInput {
         self.attachments.iter().map(|(name, _)| name.clone()).collect()
     }
 
-    fn attachment(&self, name: &str) -> std::io::Result<Option<Box<dyn Read + Send + '_>>> {
+    fn attachment(&self, name: &str) -> std::io::Result<Option<Box<dyn ReadSeek + Send + '_>>> {
         match self.attachments.iter().find(|(n, _)| n == name) {
             Some((_, key)) => Ok(Some(Box::new(self.blobs.open_blob(key)?))),
             None => Ok(None),
         }
     }
 
+    /// Stashed files are blobs: content-addressed, so a replayed step
+    /// stashes the same file under the same key. Nothing refers to them,
+    /// so the blob sweep removes them once they are older than its grace.
+    fn stash(&self, write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<String> {
+        let mut out = BlockingBlobWriter { writer: self.blobs.writer()?, runtime: &self.runtime };
+        write(&mut out)?;
+        let blob = self.runtime.block_on(out.writer.finish())?;
+        Ok(blob.key)
+    }
+
+    fn stashed(&self, key: &str) -> std::io::Result<Option<Box<dyn ReadSeek + Send + '_>>> {
+        match self.blobs.open_blob(key) {
+            Ok(file) => Ok(Some(Box::new(file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn settings(&self) -> &Value {
         &self.settings
+    }
+}
+
+/// A blob written from a blocking thread.
+struct BlockingBlobWriter<'a> {
+    writer: squadron_store::blob::BlobWriter,
+    runtime: &'a tokio::runtime::Handle,
+}
+
+impl Write for BlockingBlobWriter<'_> {
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<usize> {
+        self.runtime.block_on(self.writer.write(chunk))?;
+        Ok(chunk.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -4,4 +4,7 @@
 //! tests out in resumable batches ([`results`]).
 
 pub mod archive;
+mod plugin;
 pub mod results;
+
+pub use plugin::{Tradefed, BATCH_TESTS};
