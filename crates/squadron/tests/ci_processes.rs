@@ -20,8 +20,70 @@ use squadron_store::sql::Sql;
 use squadron_store::testing::TestDb;
 
 mod common;
+#[path = "../../squadron-ci/tests/common/fake_lava.rs"]
+mod fake_lava;
 
 use common::{signal, soak, terminate, wait_exit, Lcg, Workers};
+use fake_lava::FakeLava;
+
+/// The lab the jobs run in.
+enum Lab {
+    /// The built-in fake lab (its log in the data directory).
+    Fake,
+    /// A fake LAVA server in this process, reached over REST.
+    Lava(FakeLava),
+}
+
+impl Lab {
+    /// The backend row's values: `(url, implementation_type)`.
+    fn backend(&self) -> (String, &'static str) {
+        match self {
+            Lab::Fake => ("x".into(), "fake"),
+            Lab::Lava(lava) => (lava.rest_url(), "lava"),
+        }
+    }
+
+    /// The definition of job `j` of build `b` for this lab.
+    fn definition(&self, b: i64, j: i64) -> String {
+        match self {
+            Lab::Fake => definition(b, j),
+            Lab::Lava(_) => format!(
+                "job_name: crash-{b}-{j}\ndevice_type: qemu\npriority: medium\nvisibility: public\n\
+                 metadata:\n  build: v{b}\nsquadron_fake:\n  tests: {}\n  failures: {}\n",
+                5 + (b + j) % 10,
+                j % 2
+            ),
+        }
+    }
+
+    /// Asserts the lab received exactly one submission per job, and each
+    /// job kept the lab job made from its submission.
+    async fn assert_one_submission_per_job(&self, db: &TestDb, data: &std::path::Path, jobs: i64) {
+        let ours: Vec<(String, String)> =
+            db.store.fetch_all(&Sql::new("SELECT submission_key, job_id FROM testjobs")).await.unwrap();
+        let lab_jobs: BTreeMap<String, String> = match self {
+            Lab::Fake => {
+                let lab = FakeLab::new(data.join(LAB_LOG));
+                let submits: Vec<_> = lab.calls().unwrap().into_iter().filter(|c| c.call == "submit").collect();
+                assert_eq!(submits.len() as i64, jobs, "one submission per job");
+                submits.into_iter().map(|c| (c.key.unwrap_or_default(), c.job_id)).collect()
+            }
+            Lab::Lava(lava) => {
+                assert_eq!(lava.submissions() as i64, jobs, "one submission per job");
+                let lava_jobs = lava.jobs();
+                ours.iter()
+                    .filter_map(|(key, _)| {
+                        let found = lava_jobs.iter().find(|j| j.definition.contains(key.as_str()))?;
+                        Some((key.clone(), found.id.to_string()))
+                    })
+                    .collect()
+            }
+        };
+        for (key, job_id) in &ours {
+            assert_eq!(lab_jobs.get(key), Some(job_id), "the job kept the lab's job for its key");
+        }
+    }
+}
 
 /// Tests each job's plugin adds (`test-steps`: 2 steps of 2 tests).
 const PLUGIN_TESTS: i64 = 4;
@@ -66,15 +128,19 @@ fn definition(b: i64, j: i64) -> String {
 
 /// The project, its fake backend, the builds with their callbacks and the
 /// jobs, all submitted (their submission tasks waiting).
-async fn prepare(db: &TestDb, builds: i64, jobs_per_build: i64, receiver: &str) {
+async fn prepare(db: &TestDb, lab: &Lab, builds: i64, jobs_per_build: i64, receiver: &str) {
     let project = db.public_project().await;
     db.execute(&format!(
         "UPDATE projects SET enabled_plugins_list = 'test-steps', \
          project_settings = 'TEST_PLUGIN_STEPS: 2\nTEST_PLUGIN_STEP_MILLIS: 200' WHERE id = {project}"
     ))
     .await;
-    db.execute("INSERT INTO backends (name, url, implementation_type, poll_interval) VALUES ('lab', 'x', 'fake', 1)")
-        .await;
+    let (url, kind) = lab.backend();
+    db.execute(&format!(
+        "INSERT INTO backends (name, url, username, token, implementation_type, poll_interval) \
+         VALUES ('lab', '{url}', 'squadron', 'secret', '{kind}', 1)"
+    ))
+    .await;
     let backend = db.scalar("SELECT id FROM backends").await;
     for b in 0..builds {
         let build = db
@@ -91,7 +157,7 @@ async fn prepare(db: &TestDb, builds: i64, jobs_per_build: i64, receiver: &str) 
         db.execute(&format!("UPDATE callbacks SET url = '{receiver}/hook/{callback}' WHERE id = {callback}")).await;
         let mut tx = db.store.begin_write().await.unwrap();
         for j in 0..jobs_per_build {
-            let definition = definition(b, j);
+            let definition = lab.definition(b, j);
             let job = NewJob {
                 backend_id: backend,
                 project_id: project,
@@ -119,12 +185,12 @@ struct Ended {
 
 /// Runs the scenario with three workers; with `chaos`, one of them is
 /// SIGKILLed or SIGTERMed every 0.5–2 s and replaced.
-async fn scenario(builds: i64, jobs_per_build: i64, chaos: bool) -> Ended {
+async fn scenario(lab: &Lab, builds: i64, jobs_per_build: i64, chaos: bool) -> Ended {
     let jobs = builds * jobs_per_build;
     let db = TestDb::postgres().await;
     let received: Received = Arc::default();
     let base = receiver(received.clone()).await;
-    prepare(&db, builds, jobs_per_build, &base).await;
+    prepare(&db, lab, builds, jobs_per_build, &base).await;
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_str().unwrap().to_string();
     let mut workers = Workers::new(&db);
@@ -180,17 +246,8 @@ async fn scenario(builds: i64, jobs_per_build: i64, chaos: bool) -> Ended {
     assert_eq!(db.scalar("SELECT COUNT(*) FROM testjobs WHERE job_status = 'Complete'").await, jobs);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM testjobs WHERE failure IS NOT NULL").await, 0);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM tasks WHERE state = 'failed'").await, 0, "no task failed");
-    // One submission per job in the lab's own log.
-    let lab = FakeLab::new(data.path().join(LAB_LOG));
-    let submits: Vec<_> = lab.calls().unwrap().into_iter().filter(|c| c.call == "submit").collect();
-    assert_eq!(submits.len() as i64, jobs, "one submission per job");
-    let lab_jobs: BTreeMap<String, String> =
-        submits.into_iter().map(|c| (c.key.unwrap_or_default(), c.job_id)).collect();
-    let ours: Vec<(String, String)> =
-        db.store.fetch_all(&Sql::new("SELECT submission_key, job_id FROM testjobs")).await.unwrap();
-    for (key, job_id) in &ours {
-        assert_eq!(lab_jobs.get(key), Some(job_id), "the job kept the lab's job for its key");
-    }
+    // One submission per job in the lab's own record.
+    lab.assert_one_submission_per_job(&db, data.path(), jobs).await;
     // Exactly one test run per job, with the tests its definition asks for.
     assert_eq!(db.scalar("SELECT COUNT(*) FROM testruns WHERE visible").await, jobs);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM testruns WHERE NOT visible").await, 0, "no hidden run left");
@@ -203,7 +260,11 @@ async fn scenario(builds: i64, jobs_per_build: i64, chaos: bool) -> Ended {
         .await
         .unwrap();
     for (definition, count) in counts {
-        let asked: i64 = definition.lines().next().unwrap().trim_start_matches("tests: ").parse().unwrap();
+        let asked: i64 = definition
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("tests: "))
+            .and_then(|n| n.parse().ok())
+            .expect("a test count in the definition");
         assert_eq!(count, asked + PLUGIN_TESTS, "tests of {definition:?}");
     }
     // Every build finished and its callback arrived, with one key.
@@ -289,8 +350,8 @@ async fn dump(db: &TestDb) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_survives_killed_workers_and_ends_as_a_calm_run() {
     let (builds, per_build) = (soak("CI_BUILDS", 30) as i64, soak("CI_JOBS_PER_BUILD", 10) as i64);
-    let chaos = scenario(builds, per_build, true).await;
-    let calm = scenario(builds, per_build, false).await;
+    let chaos = scenario(&Lab::Fake, builds, per_build, true).await;
+    let calm = scenario(&Lab::Fake, builds, per_build, false).await;
     assert!(chaos.kills + chaos.terms >= 3, "the chaos ran: {} kills, {} terms", chaos.kills, chaos.terms);
     if chaos.dump != calm.dump {
         let diff: Vec<(&str, &str)> =
@@ -305,5 +366,24 @@ async fn the_pipeline_survives_killed_workers_and_ends_as_a_calm_run() {
         chaos.elapsed,
         calm.elapsed,
         chaos.dump.lines().count()
+    );
+}
+
+/// The same chaos with jobs in a (fake) LAVA lab, reached over its REST
+/// API: a submission retried after a kill looks the job up in the lab
+/// (by the key in its definition) instead of submitting it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lava_jobs_survive_killed_workers_without_double_submissions() {
+    let lava = FakeLava::start().await;
+    lava.configure(|c| c.polls_before_complete = 1);
+    let lab = Lab::Lava(lava);
+    let ended = scenario(&lab, 3, 10, true).await;
+    let Lab::Lava(lava) = &lab else { unreachable!() };
+    eprintln!(
+        "30 LAVA jobs: with {} SIGKILLs and {} SIGTERMs in {:.1?}; {} requests to the lab",
+        ended.kills,
+        ended.terms,
+        ended.elapsed,
+        lava.requests().len()
     );
 }
