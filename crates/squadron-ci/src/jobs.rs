@@ -170,7 +170,8 @@ pub async fn submit_new(tx: &mut WriteTx, queue: &Queue, job: &NewJob<'_>) -> Re
 /// returns its id. Without a fetch now, the poll or a callback fetches it.
 pub async fn watch_new(tx: &mut WriteTx, queue: &Queue, job: &NewJob<'_>, fetch_now: bool) -> Result<i64, CiError> {
     let id = insert(tx, job).await?;
-    mark_stale(tx, job.build_id).await?;
+    // One more pending job: the build is not finished any more.
+    build_changed(tx, queue, id).await?;
     if fetch_now {
         request_fetch(tx, queue, id, RunAt::Now).await?;
     }
