@@ -160,10 +160,21 @@ pub async fn insert(tx: &mut WriteTx, job: &NewJob<'_>) -> Result<i64, CiError> 
 pub async fn submit_new(tx: &mut WriteTx, queue: &Queue, job: &NewJob<'_>) -> Result<i64, CiError> {
     let id = insert(tx, job).await?;
     // The build has one more pending job: it is not finished any more.
-    let mut stale = Sql::new("UPDATE builds SET status_version = status_version + 1 WHERE id = ");
-    stale.bind(job.build_id);
-    tx.execute(&stale).await?;
+    mark_stale(tx, job.build_id).await?;
     queue.enqueue(tx.conn(), &SubmitJob::task(id)).await?;
+    Ok(id)
+}
+
+/// Creates a job someone else submitted to its lab (`watchjob`: `job.job_id`
+/// is set) and, when `fetch_now`, enqueues its first fetch, in `tx`;
+/// returns its id. Without a fetch now, the poll or a callback fetches it.
+pub async fn watch_new(tx: &mut WriteTx, queue: &Queue, job: &NewJob<'_>, fetch_now: bool) -> Result<i64, CiError> {
+    let id = insert(tx, job).await?;
+    // One more pending job: the build is not finished any more.
+    build_changed(tx, queue, id).await?;
+    if fetch_now {
+        request_fetch(tx, queue, id, RunAt::Now).await?;
+    }
     Ok(id)
 }
 
@@ -276,6 +287,57 @@ pub async fn cancel(store: &Store, queue: &Queue, id: i64) -> Result<bool, CiErr
     Ok(true)
 }
 
+/// Fetches job `id` again now, as SQUAD's `fetch` action does: its
+/// `fetched` flag and failed attempts are reset and a fetch is enqueued,
+/// together. Only a job without results qualifies (a job given up after
+/// failed fetches, say): fetching one that has a test run, or whose results
+/// are being post-processed, would store them twice. Returns whether the
+/// fetch was enqueued.
+pub async fn refetch(store: &Store, queue: &Queue, id: i64) -> Result<bool, CiError> {
+    let mut tx = store.begin_write().await?;
+    let mut reset = Sql::new("UPDATE testjobs SET fetched = FALSE, fetch_attempts = 0 WHERE job_id IS NOT NULL ");
+    reset.push("AND testrun_id IS NULL AND (job_status IS NULL OR job_status <> ").bind(FETCHING);
+    reset.push(") AND id = ").bind(id);
+    if tx.execute(&reset).await? == 0 {
+        return Ok(false);
+    }
+    // A job that was over is pending again: its build is not finished.
+    build_changed(&mut tx, queue, id).await?;
+    request_fetch(&mut tx, queue, id, RunAt::Now).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A job definition as it may be shown to anyone who can see the job:
+/// the values of a YAML definition's `secrets` mapping are masked (SQUAD's
+/// `show_definition`). Other definitions are returned as they are, comments
+/// included.
+pub fn show_definition(definition: &str) -> std::borrow::Cow<'_, str> {
+    use serde_norway::Value;
+    let Ok(Value::Mapping(mut document)) = serde_norway::from_str::<Value>(definition) else {
+        return definition.into();
+    };
+    let Some(Value::Mapping(secrets)) = document.get_mut("secrets") else {
+        return definition.into();
+    };
+    for value in secrets.values_mut() {
+        *value = Value::String("****".into());
+    }
+    match serde_norway::to_string(&document) {
+        Ok(text) => text.into(),
+        // Never show what could not be masked.
+        Err(_) => "".into(),
+    }
+}
+
+/// Marks build `build_id`'s status stale in `tx`: it has a new pending job.
+async fn mark_stale(tx: &mut WriteTx, build_id: i64) -> Result<(), CiError> {
+    let mut stale = Sql::new("UPDATE builds SET status_version = status_version + 1 WHERE id = ");
+    stale.bind(build_id);
+    tx.execute(&stale).await?;
+    Ok(())
+}
+
 /// Records, in `tx`, that job `id` changed in a way that matters to its
 /// build's status (whether it is finished): the status becomes stale and
 /// its update is enqueued.
@@ -283,9 +345,7 @@ pub(crate) async fn build_changed(tx: &mut WriteTx, queue: &Queue, id: i64) -> R
     let mut build = Sql::new("SELECT target_build_id FROM testjobs WHERE id = ");
     build.bind(id);
     if let Some((Some(build_id),)) = tx.fetch_optional::<(Option<i64>,)>(&build).await? {
-        let mut stale = Sql::new("UPDATE builds SET status_version = status_version + 1 WHERE id = ");
-        stale.bind(build_id);
-        tx.execute(&stale).await?;
+        mark_stale(tx, build_id).await?;
         queue.enqueue(tx.conn(), &squadron_status::UpdateBuildStatus::task(build_id)).await?;
     }
     Ok(())
@@ -294,4 +354,19 @@ pub(crate) async fn build_changed(tx: &mut WriteTx, queue: &Queue, id: i64) -> R
 /// A task of `kind` for job `id`, unique per job and kind.
 pub(crate) fn unique_per_job(task: NewTask, kind: &str, id: i64) -> NewTask {
     task.unique(format!("{kind}:testjob:{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_shown_without_their_secrets() {
+        let shown = show_definition("job_name: boot\nsecrets:\n  API_KEY: s3cret\n  OTHER: x\n");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("API_KEY: '****'") && shown.contains("job_name: boot"), "{shown}");
+        for plain in ["# a comment\njob_name: boot\n", "not: [valid", "- a list\n", "secrets: none\n"] {
+            assert_eq!(show_definition(plain), plain, "left as it is");
+        }
+    }
 }

@@ -89,6 +89,28 @@ pub async fn insert_callback(tx: &mut WriteTx, build_id: i64, cb: &CallbackSpec)
     Ok(tx.execute(&sql).await? == 1)
 }
 
+/// Finds or creates, in `tx`, build `version` and environment
+/// `environment` of a project; returns their ids.
+pub async fn build_and_environment_in(
+    tx: &mut WriteTx,
+    project_id: i64,
+    version: &str,
+    environment: &str,
+) -> Result<(i64, i64), StoreError> {
+    let mut build = Sql::new("INSERT INTO builds (project_id, version, created_at, datetime) VALUES (");
+    let now = Utc::now();
+    build.bind(project_id).push(", ").bind(version).push(", ").bind(now).push(", ").bind(now);
+    build.push(") ON CONFLICT (project_id, version) DO NOTHING");
+    tx.execute(&build).await?;
+    let mut env = Sql::new("INSERT INTO environments (project_id, slug) VALUES (");
+    env.bind(project_id).push(", ").bind(environment).push(") ON CONFLICT (project_id, slug) DO NOTHING");
+    tx.execute(&env).await?;
+    let mut ids = Sql::new("SELECT b.id, e.id FROM builds b, environments e WHERE b.project_id = ");
+    ids.bind(project_id).push(" AND b.version = ").bind(version);
+    ids.push(" AND e.project_id = ").bind(project_id).push(" AND e.slug = ").bind(environment);
+    tx.fetch_optional::<(i64, i64)>(&ids).await?.ok_or_else(|| StoreError::NotFound(format!("build {version:?}")))
+}
+
 impl Store {
     /// Finds a build of a project by version.
     pub async fn build_by_version(&self, project_id: i64, version: &str) -> Result<Option<Build>, StoreError> {

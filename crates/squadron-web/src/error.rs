@@ -69,3 +69,15 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+impl From<squadron_ci::CiError> for ApiError {
+    fn from(e: squadron_ci::CiError) -> Self {
+        use squadron_ci::CiError;
+        match e {
+            CiError::Store(e) => e.into(),
+            CiError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            CiError::Invalid(message) => ApiError::bad_request(message),
+            other => ApiError::internal(&other),
+        }
+    }
+}

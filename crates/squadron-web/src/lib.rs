@@ -3,6 +3,7 @@
 //! status codes, so `squad-client` and existing CI scripts work unchanged.
 
 mod auth;
+mod ci;
 mod data;
 pub mod error;
 mod fetchjob;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use squadron_ci::Backends;
 use squadron_queue::{Metrics, Queue};
 use squadron_store::blob::BlobStore;
 use squadron_store::Store;
@@ -56,11 +58,13 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The plugins that post-process submitted runs.
     pub plugins: squadron_plugins::Plugins,
+    /// Opens the CI labs (to check job definitions, link to jobs).
+    pub backends: Backends,
 }
 
 impl AppState {
     /// State with the default settings, routes and a fresh metrics registry.
-    pub fn new(store: Store, blobs: BlobStore) -> AppState {
+    pub fn new(store: Store, blobs: BlobStore, backends: Backends) -> AppState {
         AppState {
             store,
             blobs,
@@ -68,6 +72,7 @@ impl AppState {
             queue: Queue::default(),
             metrics: Metrics::default(),
             plugins: squadron_plugins::Plugins::builtin(),
+            backends,
         }
     }
 
@@ -87,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/createbuild/{group}/{project}/{version}/", post(native::create_build))
         .route("/api/fetchjob/{group}/{project}/{version}/{environment}/{backend}", post(fetchjob::fetch_job))
         .route("/api/fetchjob/{group}/{project}/{version}/{environment}/{backend}/", post(fetchjob::fetch_job))
+        .merge(ci::routes())
         .route("/api/data/{group}/{project}", get(data::data))
         .route("/api/data/{group}/{project}/", get(data::data))
         .route("/api/version/", get(native::version))

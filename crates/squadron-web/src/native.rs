@@ -36,7 +36,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// answers: clients such as squad-client compare it with SQUAD versions.
 pub const SQUAD_API_VERSION: &str = "1.98";
 
-fn check_slug(what: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_slug(what: &str, value: &str) -> Result<(), ApiError> {
     if is_valid_slug(value) {
         Ok(())
     } else {
@@ -47,7 +47,7 @@ fn check_slug(what: &str, value: &str) -> Result<(), ApiError> {
 }
 
 impl AppState {
-    fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits { body: self.config.max_upload_bytes, text: TEXT_FIELD_LIMIT }
     }
 }

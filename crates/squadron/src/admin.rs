@@ -1,16 +1,23 @@
-//! `squadron admin …`: users, tokens, groups, members and projects, and
-//! maintenance run by hand. Scripts depend on these shapes; `token create`
+//! `squadron admin …`: users, tokens, groups, members, projects and CI
+//! backends, and maintenance run by hand. Scripts depend on these shapes; `token create`
 //! prints the key alone on stdout.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::{bail, Context};
+use clap::builder::PossibleValuesParser;
 use clap::Subcommand;
+use squadron_ci::backend::IMPLEMENTATION_TYPES;
+use squadron_ci::BackendRecord;
 use squadron_core::access::Role;
+use squadron_core::settings::parse_settings;
 use squadron_queue::Queue;
 use squadron_status::notify::approve_build;
 use squadron_status::recompute_project;
 use squadron_store::projects::NewProject;
 use squadron_store::retention::{cleanup_now, CleanupReport, DataRetention};
-use squadron_store::sql::Sql;
+use squadron_store::sql::{Assignments, Sql};
 use squadron_store::Store;
 
 use crate::cli::Cli;
@@ -29,6 +36,9 @@ pub enum AdminCommand {
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Manage CI backends (the labs test jobs run in).
+    #[command(subcommand)]
+    Backend(BackendCommand),
     /// Recompute the build status of every build of a project (or of every
     /// project), oldest build first.
     RecomputeStatus {
@@ -134,6 +144,49 @@ pub enum ProjectCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum BackendCommand {
+    /// Create a backend.
+    Create {
+        /// Its unique name (what `submitjob` and `watchjob` give as `backend`).
+        name: String,
+        /// The implementation.
+        #[arg(long = "type", value_parser = PossibleValuesParser::new(IMPLEMENTATION_TYPES))]
+        implementation_type: String,
+        /// The lab's URL (its API root).
+        #[arg(long)]
+        url: String,
+        /// User name for the lab's API.
+        #[arg(long, default_value = "")]
+        username: String,
+        /// Token for the lab's API.
+        #[arg(long, default_value = "")]
+        token: String,
+        /// A YAML file of backend settings.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        /// How long to wait between two fetches of a running job.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        poll_interval: Duration,
+        /// Failed fetches after which a job is given up.
+        #[arg(long, default_value_t = 3)]
+        max_fetch_attempts: u32,
+        /// Do not poll this backend's jobs (they are fetched on events or callbacks).
+        #[arg(long)]
+        no_poll: bool,
+        /// Do not follow this backend's events.
+        #[arg(long)]
+        no_listen: bool,
+    },
+    /// List the backends.
+    List,
+    /// Delete a backend that has no test jobs.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
 async fn group_id(store: &Store, slug: &str) -> anyhow::Result<i64> {
     match store.group_by_slug(slug).await? {
         Some(group) => Ok(group.id),
@@ -196,6 +249,7 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
             store.create_project(project).await?;
             eprintln!("created project {full_name}{}", if *private { " (private)" } else { "" });
         }
+        AdminCommand::Backend(command) => backend(&store, command).await?,
         AdminCommand::RecomputeStatus { project } => {
             let projects: Vec<(i64, String)> = match project {
                 Some(full_name) => vec![(project_id(&store, full_name).await?, full_name.clone())],
@@ -247,6 +301,92 @@ pub async fn run(cli: &Cli, command: &AdminCommand) -> anyhow::Result<()> {
         }
     }
     store.close().await;
+    Ok(())
+}
+
+/// Runs a `backend` command.
+async fn backend(store: &Store, command: &BackendCommand) -> anyhow::Result<()> {
+    match command {
+        BackendCommand::Create {
+            name,
+            implementation_type,
+            url,
+            username,
+            token,
+            settings,
+            poll_interval,
+            max_fetch_attempts,
+            no_poll,
+            no_listen,
+        } => {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bail!("--url must be an http:// or https:// URL, got {url:?}");
+            }
+            let settings = match settings {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+                    parse_settings(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    Some(text)
+                }
+                None => None,
+            };
+            let seconds = poll_interval.as_secs();
+            if seconds == 0 {
+                bail!("--poll-interval must be at least a second");
+            }
+            let set: Assignments = vec![
+                ("name", Some(name.as_str().into())),
+                ("implementation_type", Some(implementation_type.as_str().into())),
+                ("url", Some(url.as_str().into())),
+                ("username", Some(username.as_str().into())),
+                ("token", Some(token.as_str().into())),
+                ("backend_settings", settings.map(Into::into)),
+                ("poll_interval", Some(i64::try_from(seconds).context("--poll-interval is too long")?.into())),
+                ("max_fetch_attempts", Some(i64::from(*max_fetch_attempts).into())),
+                ("poll_enabled", Some((!no_poll).into())),
+                ("listen_enabled", Some((!no_listen).into())),
+            ];
+            match store.insert_row("backends", &set).await {
+                Ok(_) => eprintln!("created backend {name} ({implementation_type}, {url})"),
+                Err(e) if e.is_unique_violation() => bail!("backend {name:?} already exists"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        BackendCommand::List => {
+            let backends: Vec<BackendRecord> =
+                store.fetch_all(&Sql::new("SELECT * FROM backends ORDER BY name")).await?;
+            for b in backends {
+                let interval = humantime::format_duration(Duration::from_secs(b.poll_interval.max(0) as u64));
+                let flags = [(b.poll_enabled, "poll"), (b.listen_enabled, "listen")]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, flag)| *flag)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                println!(
+                    "{}\t{}\t{}\tpoll every {interval}\t{} fetch attempts\t{}",
+                    b.name,
+                    b.implementation_type,
+                    b.url,
+                    b.max_fetch_attempts,
+                    if flags.is_empty() { "-" } else { &flags }
+                );
+            }
+        }
+        BackendCommand::Delete { name } => {
+            let mut sql = Sql::new("SELECT id FROM backends WHERE name = ");
+            sql.bind(name.as_str());
+            let Some((id,)) = store.fetch_optional::<(i64,)>(&sql).await? else {
+                bail!("no backend {name:?}");
+            };
+            match store.delete_row("backends", id).await {
+                Ok(_) => eprintln!("deleted backend {name}"),
+                Err(e) if e.is_foreign_key_violation() => bail!("backend {name:?} has test jobs; it cannot be deleted"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use squadron_ci::Backends;
 use squadron_queue::{Metrics, Queue, Shutdown};
 use squadron_web::{router, AppState, WebConfig};
 use tracing::info;
@@ -27,6 +28,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         queue: Queue::new(cli.queue.routes()),
         metrics,
         plugins: squadron_plugins::Plugins::builtin(),
+        backends: Backends::new(cli.data_dir()),
     };
     let listener =
         tokio::net::TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;

@@ -74,6 +74,97 @@ fn admin_commands_on_the_embedded_database() {
     assert!(fails(d, &["admin", "group", "create", "--", "-x"]).contains("\"-x\""));
 }
 
+#[tokio::test]
+async fn admin_backend_commands() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let settings = d.join("lava.yaml");
+    std::fs::write(&settings, "CI_LAVA_INFRA_ERROR_MESSAGES: [timeout]\n").unwrap();
+    let settings = settings.to_str().unwrap();
+    let backend =
+        |args: &[&str]| squadron(d, &[&["--database", db.url.as_str(), "admin", "backend"][..], args].concat());
+    let ok = |args: &[&str]| {
+        let out = backend(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let fails = |args: &[&str]| {
+        let out = backend(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let created = backend(&[
+        "create",
+        "lkft-lava",
+        "--type",
+        "lava",
+        "--url",
+        "https://lava.example.com/RPC2/",
+        "--username",
+        "bot",
+        "--token",
+        "t0ken",
+        "--settings",
+        settings,
+        "--poll-interval",
+        "30s",
+        "--max-fetch-attempts",
+        "5",
+        "--no-listen",
+    ]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    ok(&["create", "demo", "--type", "fake", "--url", "https://fake.example.com/", "--no-poll"]);
+    assert_eq!(
+        db.text("SELECT name || ' ' || poll_interval || ' ' || max_fetch_attempts || ' ' || token || ' ' || backend_settings FROM backends WHERE name = 'lkft-lava'").await,
+        "lkft-lava 30 5 t0ken CI_LAVA_INFRA_ERROR_MESSAGES: [timeout]\n"
+    );
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM backends WHERE name = 'demo' AND poll_interval = 3600 AND NOT poll_enabled AND listen_enabled").await, 1);
+    let listed = ok(&["list"]);
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        [
+            "demo\tfake\thttps://fake.example.com/\tpoll every 1h\t3 fetch attempts\tlisten",
+            "lkft-lava\tlava\thttps://lava.example.com/RPC2/\tpoll every 30s\t5 fetch attempts\tpoll",
+        ]
+    );
+    assert!(!listed.contains("t0ken"), "tokens are not shown");
+
+    let create = |name: &'static str, extra: &'static [&'static str]| {
+        let mut args = vec!["create", name, "--type", "fake", "--url", "https://x.example.com/"];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    assert!(create("demo", &[]).contains("backend \"demo\" already exists"));
+    assert!(create("x", &["--settings", "/nonexistent.yaml"]).contains("cannot read the settings file"));
+    std::fs::write(d.join("list.yaml"), "- a\n").unwrap();
+    let bad_settings = d.join("list.yaml");
+    assert!(fails(&[
+        "create",
+        "x",
+        "--type",
+        "fake",
+        "--url",
+        "https://x/",
+        "--settings",
+        bad_settings.to_str().unwrap()
+    ])
+    .contains("mapping"));
+    assert!(create("x", &["--poll-interval", "soon"]).contains("--poll-interval"));
+    assert!(create("x", &["--poll-interval", "0s"]).contains("at least a second"));
+    assert!(fails(&["create", "x", "--type", "jenkins", "--url", "https://x/"]).contains("jenkins"));
+    assert!(fails(&["create", "x", "--type", "fake", "--url", "lab"]).contains("--url"));
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM backends").await, 2, "nothing created by the failures");
+
+    // A backend with test jobs is kept.
+    let project = db.public_project().await;
+    db.execute(&format!("INSERT INTO testjobs (backend_id, target_id, environment, created_at) SELECT id, {project}, 'x86', NOW() FROM backends WHERE name = 'demo'")).await;
+    assert!(fails(&["delete", "demo"]).contains("has test jobs"));
+    ok(&["delete", "lkft-lava"]);
+    assert!(fails(&["delete", "lkft-lava"]).contains("no backend \"lkft-lava\""));
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM backends").await, 1);
+}
+
 #[test]
 fn explicit_databases_are_migrated_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();

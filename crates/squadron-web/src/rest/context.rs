@@ -170,6 +170,12 @@ impl Rest {
         self.require(group_id, Caller::can_submit_results).await
     }
 
+    /// Checks that the caller may manage the group's CI test jobs
+    /// (privileged role, or a superuser).
+    pub async fn require_privileged(&self, group_id: i64) -> Result<(), ApiError> {
+        self.require(group_id, Caller::can_submit_testjobs).await
+    }
+
     async fn require(&self, group_id: i64, allowed: fn(&Caller) -> bool) -> Result<(), ApiError> {
         if self.user.is_none() {
             return Err(ApiError::unauthorized("Authentication credentials were not provided."));

@@ -4,6 +4,7 @@
 //! every list.
 
 mod annotations;
+mod backends;
 mod build_reports;
 mod build_status;
 mod builds;
@@ -25,6 +26,7 @@ mod root;
 mod suites;
 mod tasks;
 mod test_results;
+mod testjobs;
 mod testjobs_summary;
 mod testruns;
 mod tests;
@@ -59,6 +61,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(annotations::routes())
         .merge(reports::routes())
         .merge(tasks::routes())
+        .merge(testjobs::routes())
+        .merge(backends::routes())
 }
 
 /// A point in time as DRF writes it: ISO 8601 in UTC with `Z`, and

@@ -43,6 +43,16 @@ pub(crate) enum Paging {
     Cursor { descending: bool },
 }
 
+/// Cursor pagination as `?ordering=id` (the default) or `-id` asks; `what`
+/// names the list in the 400 for any other ordering.
+pub(crate) fn id_cursor(rest: &Rest, what: &str) -> Result<Paging, ApiError> {
+    match rest.param("ordering") {
+        None | Some("id") => Ok(Paging::Cursor { descending: false }),
+        Some("-id") => Ok(Paging::Cursor { descending: true }),
+        Some(_) => Err(ApiError::bad_request(format!("ordering {what} by anything but id is not supported yet"))),
+    }
+}
+
 /// One page of a list.
 pub(crate) struct Page<T> {
     pub rows: Vec<T>,

@@ -15,7 +15,7 @@ use super::builds::{check_visible, BUILD_FILTERS};
 use super::context::encode;
 use super::environments::ENVIRONMENT_FILTERS;
 use super::filter::{field, relation, FilterSet, Filters, Kind, Lookup, EXACT, EXACT_IN, GT_LT, ORDERED};
-use super::page::{fetch, keyed_by_id, Paging};
+use super::page::{fetch, id_cursor, keyed_by_id, Paging};
 use super::suites::SUITE_FILTERS;
 use super::{not_found, not_implemented, raw, time, Rest};
 use crate::error::ApiError;
@@ -143,11 +143,7 @@ async fn list_where(rest: &Rest, mut conditions: Sql, paging: &Paging) -> Result
 }
 
 async fn list(rest: Rest) -> Result<Json<Value>, ApiError> {
-    if rest.param("ordering").is_some_and(|o| !matches!(o, "id" | "-id")) {
-        return Err(ApiError::bad_request("ordering test runs by anything but id is not supported yet"));
-    }
-    let descending = rest.param("ordering") == Some("-id");
-    list_where(&rest, Sql::new(" WHERE r.visible"), &Paging::Cursor { descending }).await
+    list_where(&rest, Sql::new(" WHERE r.visible"), &id_cursor(&rest, "test runs")?).await
 }
 
 /// `/api/builds/<id>/testruns/`: newest first, limit/offset.

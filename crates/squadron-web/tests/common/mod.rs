@@ -40,7 +40,9 @@ impl Api {
             }
             tokens.push(s.token_for(user.id, false).await.unwrap());
         }
-        let state = AppState { config: Arc::new(config), ..AppState::new(db.store.clone(), db.blobs.clone()) };
+        let backends = squadron_ci::Backends::new(db.scratch.dir.path());
+        let state =
+            AppState { config: Arc::new(config), ..AppState::new(db.store.clone(), db.blobs.clone(), backends) };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
