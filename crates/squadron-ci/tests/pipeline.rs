@@ -8,37 +8,18 @@ use std::time::Duration;
 
 use squadron_ci::backend::fake::FakeLab;
 use squadron_ci::jobs::{self, NewJob};
-use squadron_ci::{Backends, CancelJob, Ci, FetchJob, FinishJob, Listener, PollBackends, PostprocessRun, SubmitJob};
+use squadron_ci::{Backends, Ci, Listener};
 use squadron_plugins::{Plugin, PluginError, PluginInput, Plugins, StepOutput};
-use squadron_queue::{Queue, Registry};
-use squadron_status::{StatusContext, UpdateBuildStatus};
+use squadron_queue::Queue;
 use squadron_store::both_engines;
 use squadron_store::testing::TestDb;
 
-const QUEUES: [&str; 5] = ["ci_quick", "ci_poll", "ci_fetch", "ci_fetch_postprocess", "core_postprocess"];
+mod common;
+
+use common::{registry, QUEUES};
 
 fn ci(db: &TestDb, plugins: Plugins) -> Arc<Ci> {
-    Arc::new(Ci {
-        store: db.store.clone(),
-        blobs: db.blobs.clone(),
-        queue: Queue::default(),
-        backends: Backends::new(db.scratch.dir.path()),
-        plugins,
-        submit_retry_delay: Duration::from_millis(100),
-    })
-}
-
-fn registry(db: &TestDb, ci: Arc<Ci>) -> Registry {
-    let mut registry = Registry::new();
-    registry.register::<SubmitJob>(ci.clone());
-    registry.register::<PollBackends>(ci.clone());
-    registry.register::<FetchJob>(ci.clone());
-    registry.register::<PostprocessRun>(ci.clone());
-    registry.register::<FinishJob>(ci.clone());
-    registry.register::<CancelJob>(ci);
-    registry
-        .register::<UpdateBuildStatus>(Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() }));
-    registry
+    common::pipeline(db, plugins, Backends::new(db.scratch.dir.path()))
 }
 
 /// A fake backend polled every second; returns its id.

@@ -6,17 +6,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use common::fake_tuxsuite::{FakeTuxSuite, Reply};
 use common::{key_pair, sign};
 use serde_json::{json, Value};
 use squadron_ci::callback::{receive, Callback};
-use squadron_ci::{Backends, Ci, FetchJob, FinishJob, PostprocessRun};
+use squadron_ci::Backends;
 use squadron_plugins::Plugins;
 use squadron_queue::{Queue, Registry};
-use squadron_status::{StatusContext, UpdateBuildStatus};
 use squadron_store::both_engines;
 use squadron_store::testing::TestDb;
 
@@ -62,20 +58,8 @@ async fn setup(db: &TestDb, fake: &FakeTuxSuite) -> (p256::ecdsa::SigningKey, Re
          VALUES ('tux', 'http://testing.tuxsuite.com', 'tuxsuite', '{settings}', 1)"
     ))
     .await;
-    let cx = Arc::new(Ci {
-        store: db.store.clone(),
-        blobs: db.blobs.clone(),
-        queue: Queue::default(),
-        backends: Backends { http: fake.client(), ..Backends::new(db.scratch.dir.path()) },
-        plugins: Plugins::new(),
-        submit_retry_delay: Duration::from_millis(100),
-    });
-    let mut registry = Registry::new();
-    registry.register::<FetchJob>(cx.clone());
-    registry.register::<PostprocessRun>(cx.clone());
-    registry.register::<FinishJob>(cx);
-    registry
-        .register::<UpdateBuildStatus>(Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() }));
+    let backends = Backends { http: fake.client(), ..Backends::new(db.scratch.dir.path()) };
+    let registry = common::registry(db, common::pipeline(db, Plugins::new(), backends));
     (key, registry)
 }
 

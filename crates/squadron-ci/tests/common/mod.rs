@@ -5,9 +5,45 @@
 pub mod fake_lava;
 pub mod fake_tuxsuite;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use chrono::Utc;
 use squadron_ci::backend::BackendRecord;
-use squadron_ci::TestJob;
+use squadron_ci::{Backends, CancelJob, Ci, FetchJob, FinishJob, PollBackends, PostprocessRun, SubmitJob, TestJob};
+use squadron_plugins::Plugins;
+use squadron_queue::{Queue, Registry};
+use squadron_status::{StatusContext, UpdateBuildStatus};
+use squadron_store::testing::TestDb;
+
+/// The queues of the pipeline and of the build status update.
+pub const QUEUES: [&str; 5] = ["ci_quick", "ci_poll", "ci_fetch", "ci_fetch_postprocess", "core_postprocess"];
+
+/// The pipeline's context over `db` with `plugins` and `backends`.
+pub fn pipeline(db: &TestDb, plugins: Plugins, backends: Backends) -> Arc<Ci> {
+    Arc::new(Ci {
+        store: db.store.clone(),
+        blobs: db.blobs.clone(),
+        queue: Queue::default(),
+        backends,
+        plugins,
+        submit_retry_delay: Duration::from_millis(100),
+    })
+}
+
+/// Every pipeline task kind, and the build status update.
+pub fn registry(db: &TestDb, ci: Arc<Ci>) -> Registry {
+    let mut registry = Registry::new();
+    registry.register::<SubmitJob>(ci.clone());
+    registry.register::<PollBackends>(ci.clone());
+    registry.register::<FetchJob>(ci.clone());
+    registry.register::<PostprocessRun>(ci.clone());
+    registry.register::<FinishJob>(ci.clone());
+    registry.register::<CancelJob>(ci);
+    registry
+        .register::<UpdateBuildStatus>(Arc::new(StatusContext { store: db.store.clone(), queue: Queue::default() }));
+    registry
+}
 
 /// A backend record of `implementation_type` at `url` with `settings`.
 pub fn backend_record(implementation_type: &str, url: &str, settings: Option<&str>) -> BackendRecord {
