@@ -114,6 +114,17 @@ async fn a_refused_connection_is_temporary() {
         let (ended, _) = listen(&lab(&format!("http://{addr}/api/v0.2/"), settings)).await;
         assert!(matches!(ended, Err(BackendError::Temporary(_))), "{settings}: {ended:?}");
     }
+    // A TLS lab whose connection drops during the handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = format!("https://{}/api/v0.2/", listener.local_addr().unwrap());
+    let closing = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let (ended, _) = listen(&lab(&tls, "")).await;
+    assert!(matches!(&ended, Err(BackendError::Temporary(m)) if m.contains("wss://")), "{ended:?}");
+    closing.abort();
     // The lab answers, its event socket does not.
     let fake = FakeLava::start().await;
     fake.configure(|c| c.event_socket = Some(format!("tcp://*:{}", addr.port())));
