@@ -9,6 +9,7 @@
 //! (re)started, removed or disabled ones stopped. A stream that ends or
 //! fails is reconnected with an exponential backoff (1 s to 1 min).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ impl Listener {
                 keep
             });
             for record in wanted {
-                if let std::collections::hash_map::Entry::Vacant(slot) = following.entry(record.id) {
+                if let Entry::Vacant(slot) = following.entry(record.id) {
                     info!(backend = %record.name, "following the lab's events");
                     let fingerprint = format!("{record:?}");
                     let listener = self.clone();

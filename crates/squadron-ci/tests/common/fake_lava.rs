@@ -159,11 +159,20 @@ pub struct Config {
     pub page_size: usize,
     /// Canned answers.
     pub failures: Vec<Failure>,
+    /// `EVENT_SOCKET`, as `system/master_config/` and
+    /// `scheduler.get_publisher_event_socket` give it; `None`: neither
+    /// exists (404, an unknown method).
+    pub event_socket: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { polls_before_complete: 1, page_size: 3, failures: Vec::new() }
+        Config {
+            polls_before_complete: 1,
+            page_size: 3,
+            failures: Vec::new(),
+            event_socket: Some("tcp://*:5500".into()),
+        }
     }
 }
 
@@ -642,6 +651,13 @@ fn rest_api(shared: &Shared, base: &str, method: &Method, rest: &str, query: &st
                 None => json_response(StatusCode::NOT_FOUND, json!({"detail": "Not found."})),
             }
         }
+        ("GET", ["system", "master_config"]) => match shared.config.lock().unwrap().event_socket.clone() {
+            Some(socket) => json_response(
+                StatusCode::OK,
+                json!({"EVENT_TOPIC": "org.lavasoftware", "EVENT_SOCKET": socket, "EVENT_NOTIFICATION": true, "LOG_SIZE_LIMIT": 10}),
+            ),
+            None => json_response(StatusCode::NOT_FOUND, json!({"detail": "Not found."})),
+        },
         _ => json_response(StatusCode::NOT_FOUND, json!({"detail": "Not found."})),
     }
 }
@@ -767,6 +783,9 @@ fn rpc_api(shared: &Shared, method: &str, params: &[Rpc]) -> Result<Rpc, Fault> 
                 .cloned()
                 .collect();
             Ok(Rpc::String(yaml_text(&Value::Array(page))))
+        }
+        "scheduler.get_publisher_event_socket" if shared.config.lock().unwrap().event_socket.is_some() => {
+            Ok(Rpc::String(shared.config.lock().unwrap().event_socket.clone().unwrap_or_default()))
         }
         other => Err(Fault { code: -32601, message: format!("method \"{other}\" is not supported") }),
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_lava;
+pub mod fake_lava_events;
 pub mod fake_tuxsuite;
 
 use std::sync::Arc;

@@ -8,11 +8,13 @@
 //! See `docs/ci.md` for the settings and what differs from SQUAD.
 
 mod definition;
+mod events;
 pub mod log;
 mod rest;
 pub mod results;
 mod rpc;
 pub mod xmlrpc;
+mod zmtp;
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use async_trait::async_trait;
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde_json::{Map, Value};
 
-use super::{Backend, BackendError, BackendRecord, Fetched};
+use super::{Backend, BackendError, BackendRecord, Fetched, LabEvent};
 use crate::jobs::TestJob;
 use results::{JobDetails, ParseSettings};
 
@@ -49,6 +51,9 @@ trait Api: Send + Sync {
     async fn cancel(&self, job_id: &str) -> Result<bool, BackendError>;
     /// The job's definition (the multinode definition of a multinode job).
     async fn definition(&self, job_id: &str) -> Result<Option<String>, BackendError>;
+    /// The address of the lab's ZeroMQ event socket (`EVENT_SOCKET`, such
+    /// as `tcp://*:5500`), if it gives one.
+    async fn event_socket(&self) -> Result<Option<String>, BackendError>;
 }
 
 /// An HTTP client with the backend's timeout, mapping failures to
@@ -132,6 +137,8 @@ pub struct LavaLab {
     web_root: String,
     /// `backend_settings`, parsed.
     settings: Map<String, Value>,
+    /// The lab's job events.
+    events: events::Events,
 }
 
 impl LavaLab {
@@ -152,6 +159,8 @@ impl LavaLab {
                 .map(Duration::from_secs_f64)
                 .ok_or_else(|| bad(format!("TIMEOUT must be a positive number of seconds, not {value}")))?,
         };
+        let transport = events::Transport::from_setting(settings.get("EVENTS")).map_err(bad)?;
+        let events = events::Events::new(&url, &record.username, &record.token, timeout, transport);
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         let web_root = format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or_default());
         let http = Http { client, timeout };
@@ -160,7 +169,7 @@ impl LavaLab {
         } else {
             Box::new(rest::Rest::new(http, url, &record.token))
         };
-        Ok(LavaLab { api, web_root, settings })
+        Ok(LavaLab { api, web_root, settings, events })
     }
 
     /// The backend's settings overlaid by the project's (SQUAD's
@@ -239,6 +248,12 @@ impl Backend for LavaLab {
 
     fn job_url(&self, job: &TestJob) -> Option<String> {
         job.job_id.as_deref().map(|id| self.page(id))
+    }
+
+    /// Follows the lab's websocket, or its ZeroMQ event socket (see
+    /// `docs/ci.md`).
+    async fn listen(&self, events: tokio::sync::mpsc::Sender<LabEvent>) -> Result<(), BackendError> {
+        self.events.listen(self.api.as_ref(), events).await
     }
 
     async fn job_definition(&self, job_id: &str) -> Result<Option<String>, BackendError> {

@@ -236,4 +236,20 @@ impl Api for Rest {
             Err(e) => Err(malformed(&what, format!("not JSON: {e}"), &body)),
         }
     }
+
+    async fn event_socket(&self) -> Result<Option<String>, BackendError> {
+        let what = "the lab's configuration";
+        let request =
+            self.http.client.get(self.url("system/master_config/")?).header("Authorization", &self.authorization);
+        let response =
+            request.timeout(self.http.timeout).send().await.map_err(|e| self.http.transport_error(e, what))?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = self.http.check(response, what).await?;
+        let body = self.http.body(response, what).await?;
+        let config: Value =
+            serde_json::from_slice(&body).map_err(|e| malformed(what, format!("not JSON: {e}"), &body))?;
+        Ok(config.get("EVENT_SOCKET").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string))
+    }
 }

@@ -249,4 +249,15 @@ impl Api for Rpc {
             Err(fault) => Err(fault_error(&fault, &what)),
         }
     }
+
+    async fn event_socket(&self) -> Result<Option<String>, BackendError> {
+        let what = "the lab's event socket";
+        match self.call_or_fault("scheduler.get_publisher_event_socket", &[], what).await? {
+            Ok(Value::String(socket)) if !socket.is_empty() => Ok(Some(socket)),
+            Ok(_) => Ok(None),
+            // No such method (-32601, as LAVA's dispatcher says it).
+            Err(fault) if fault.code == -32601 => Ok(None),
+            Err(fault) => Err(fault_error(&fault, what)),
+        }
+    }
 }
