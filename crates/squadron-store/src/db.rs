@@ -113,11 +113,20 @@ pub enum Migrations {
     Require,
 }
 
+/// Connections a process keeps to PostgreSQL at most, unless configured.
+pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 16;
+
 impl Store {
     /// Opens the database at `url` (`sqlite://PATH` or `postgres://…`),
     /// applying or requiring migrations as asked.
     pub async fn open(url: &str, migrations: Migrations) -> Result<Store, StoreError> {
-        let store = Store::connect_with(url, migrations == Migrations::Apply).await?;
+        Store::open_sized(url, migrations, DEFAULT_POSTGRES_CONNECTIONS).await
+    }
+
+    /// [`Store::open`] with at most `postgres_connections` connections to
+    /// PostgreSQL in the pool (SQLite's pools are fixed).
+    pub async fn open_sized(url: &str, migrations: Migrations, postgres_connections: u32) -> Result<Store, StoreError> {
+        let store = Store::connect_with(url, migrations == Migrations::Apply, postgres_connections).await?;
         match migrations {
             Migrations::Apply => {
                 store.migrate().await?;
@@ -135,10 +144,10 @@ impl Store {
     /// Connects without touching the schema (creating a missing SQLite
     /// database file).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, true).await
+        Store::connect_with(url, true, DEFAULT_POSTGRES_CONNECTIONS).await
     }
 
-    async fn connect_with(url: &str, create_sqlite_file: bool) -> Result<Store, StoreError> {
+    async fn connect_with(url: &str, create_sqlite_file: bool, postgres_connections: u32) -> Result<Store, StoreError> {
         let engine = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -182,7 +191,7 @@ impl Store {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
-                .max_connections(16)
+                .max_connections(postgres_connections.max(2))
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options)
                 .await?;

@@ -20,5 +20,5 @@ pub mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use db::{redact_url, Migrations, Store, WriteStats, WriteTx};
+pub use db::{redact_url, Migrations, Store, WriteStats, WriteTx, DEFAULT_POSTGRES_CONNECTIONS};
 pub use error::StoreError;

@@ -38,6 +38,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SQUADRON_DATA_DIR", default_value = "squadron-data")]
     pub data_dir: PathBuf,
 
+    /// Connections this process keeps to PostgreSQL at most (many worker
+    /// pods share the server's max_connections).
+    #[arg(long, global = true, env = "SQUADRON_DB_MAX_CONNECTIONS", default_value_t = squadron_store::DEFAULT_POSTGRES_CONNECTIONS)]
+    pub db_max_connections: u32,
+
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, global = true, env = "SQUADRON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -277,7 +282,9 @@ impl Cli {
             Some(url) if self.migrate => (url.clone(), Migrations::Apply),
             Some(url) => (url.clone(), Migrations::Require),
         };
-        Store::open(&url, migrations).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))
+        Store::open_sized(&url, migrations, self.db_max_connections)
+            .await
+            .with_context(|| format!("cannot open the database {}", redact_url(&url)))
     }
 
     /// Opens the blob store in the data directory.

@@ -195,7 +195,9 @@ async fn scenario(lab: &Lab, builds: i64, jobs_per_build: i64, chaos: bool) -> E
     let data_dir = data.path().to_str().unwrap().to_string();
     let mut workers = Workers::new(&db);
     workers.queue = "ci_quick,ci_poll,ci_fetch,ci_fetch_postprocess,core_postprocess,core_notification";
-    let args = ["--data-dir", &data_dir, "--concurrency", "4", "--shutdown-timeout", "3s"];
+    // Up to six worker processes at once (three running, some shutting
+    // down) share PostgreSQL's 100 connections with the test.
+    let args = ["--data-dir", &data_dir, "--concurrency", "4", "--shutdown-timeout", "3s", "--db-max-connections", "6"];
     let started = Instant::now();
     let mut running: Vec<Child> = (0..3).map(|_| workers.spawn(&args)).collect();
     let mut dying: Vec<Child> = Vec::new();
@@ -346,9 +348,13 @@ async fn dump(db: &TestDb) -> String {
     out
 }
 
+/// One scenario at a time: each runs its own worker processes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Killed workers change nothing: the content equals a calm run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_survives_killed_workers_and_ends_as_a_calm_run() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (builds, per_build) = (soak("CI_BUILDS", 30) as i64, soak("CI_JOBS_PER_BUILD", 10) as i64);
     let chaos = scenario(&Lab::Fake, builds, per_build, true).await;
     let calm = scenario(&Lab::Fake, builds, per_build, false).await;
@@ -374,6 +380,7 @@ async fn the_pipeline_survives_killed_workers_and_ends_as_a_calm_run() {
 /// (by the key in its definition) instead of submitting it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lava_jobs_survive_killed_workers_without_double_submissions() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let lava = FakeLava::start().await;
     lava.configure(|c| c.polls_before_complete = 1);
     let lab = Lab::Lava(lava);
