@@ -7,6 +7,7 @@
 
 pub mod fake;
 pub mod lava;
+mod python;
 pub mod tuxsuite;
 
 use std::path::PathBuf;
