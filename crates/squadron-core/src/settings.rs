@@ -16,6 +16,19 @@ pub fn parse_settings(text: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// Python's truthiness of a value, which SQUAD applies to settings and
+/// special keys (`""`, `0`, `[]`, `{}` and null are false).
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,4 +14,6 @@ mod plugin;
 pub mod testing;
 pub mod tradefed;
 
-pub use plugin::{Plugin, PluginError, PluginInput, Plugins, ReadSeek, StepOutput};
+pub use plugin::{
+    KnownIssueRef, LabArtifact, LabJob, Plugin, PluginError, PluginInput, Plugins, ReadSeek, StashedAttachment, StepOutput,
+};

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Seek, Write};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use squadron_core::submission::{SubmittedMetric, SubmittedTest};
 use tracing::warn;
 
@@ -23,6 +25,69 @@ pub trait PluginInput: Send + Sync {
     fn stashed(&self, key: &str) -> std::io::Result<Option<Box<dyn ReadSeek + Send + '_>>>;
     /// The project's settings (its YAML `project_settings`, as JSON).
     fn settings(&self) -> &serde_json::Value;
+    /// The CI job whose results the run holds; `None` for a run submitted
+    /// directly.
+    fn job(&self) -> Option<&LabJob> {
+        None
+    }
+    /// The run's failing tests (result `false`, known issues included) as
+    /// `(suite, name)`, in name order.
+    fn failed_tests(&self) -> std::io::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    /// Downloads a file the lab's results point to into the stash; returns
+    /// its key for [`PluginInput::stashed`]. A refusal by the server (4xx)
+    /// or a file over the size limit is [`PluginError::BadInput`]; anything
+    /// worth retrying is [`PluginError::Io`].
+    fn download(&self, url: &str) -> Result<String, PluginError> {
+        Err(PluginError::BadInput(format!("cannot download {url}: no lab behind this run")))
+    }
+}
+
+/// What a plugin may know of the CI job a run came from.
+#[derive(Debug, Clone, Default)]
+pub struct LabJob {
+    /// The backend's implementation type (`lava`, `tuxsuite`, `fake`).
+    pub backend: String,
+    /// The job's id in the lab.
+    pub job_id: Option<String>,
+    /// The job's definition as submitted.
+    pub definition: Option<String>,
+    /// The files the lab's results point to.
+    pub artifacts: Vec<LabArtifact>,
+}
+
+/// A file a lab's results point to (LAVA: the `reference` of a
+/// `test-attachment` result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabArtifact {
+    /// The lab's suite the result is in, as the lab names it (`1_cts-lkft`).
+    pub suite: String,
+    /// The result's outcome (`pass`, `fail`, …).
+    pub result: String,
+    /// Where the file is.
+    pub url: String,
+}
+
+/// A known issue a plugin files for the run's environment (created if no
+/// issue has this title and test name, else extended to the environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownIssueRef {
+    /// The issue's title.
+    pub title: String,
+    /// The full name (`<suite>/<test>`) of the test it covers.
+    pub test_name: String,
+}
+
+/// A stashed file to attach to the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StashedAttachment {
+    /// The attachment's file name.
+    pub filename: String,
+    /// The key [`PluginInput::stash`] or [`PluginInput::download`] gave.
+    pub key: String,
+    /// Its media type.
+    pub mimetype: String,
 }
 
 /// A readable, seekable input.
@@ -37,6 +102,13 @@ pub struct StepOutput {
     pub tests: Vec<SubmittedTest>,
     /// Metrics to add to the run (or to overwrite).
     pub metrics: Vec<SubmittedMetric>,
+    /// Known issues to file before the tests are written, so that the
+    /// tests they cover count as expected failures.
+    pub known_issues: Vec<KnownIssueRef>,
+    /// Files to attach to the run.
+    pub attachments: Vec<StashedAttachment>,
+    /// Entries to add to the run's metadata.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Where the next step starts; `None` when the plugin is done.
     pub next: Option<serde_json::Value>,
 }

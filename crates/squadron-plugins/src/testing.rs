@@ -43,6 +43,6 @@ impl Plugin for StepCounter {
             })
             .collect();
         let next = (step + 1 < steps).then(|| serde_json::json!(step + 1));
-        Ok(StepOutput { tests, metrics: Vec::new(), next })
+        Ok(StepOutput { tests, next, ..StepOutput::default() })
     }
 }

@@ -1,7 +1,9 @@
 //! `tradefed` as a plugin, stepped as the pipeline steps it: from an
-//! attached report and from an attached archive; interrupted after every
-//! step (its cursor through JSON, a fresh plugin and input) it ends with
-//! exactly the output of an uninterrupted run; bad input is a clear
+//! attached report and from an attached archive; on a CI job, decorating
+//! the lab's failed tests (SQUAD's default) or recording every test, from
+//! an attachment or from the lab's results archive; interrupted after
+//! every step (its cursor through JSON, a fresh plugin and input) it ends
+//! with exactly the output of an uninterrupted run; bad input is a clear
 //! failure.
 
 use std::collections::BTreeMap;
@@ -9,23 +11,52 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use squadron_plugins::tradefed::Tradefed;
-use squadron_plugins::{Plugin, PluginError, PluginInput, ReadSeek, StepOutput};
+use squadron_plugins::{KnownIssueRef, LabArtifact, LabJob, Plugin, PluginError, PluginInput, ReadSeek, StepOutput};
 
-/// Attachments from files; the stash in a directory.
+/// Attachments from files; the stash in a directory; a lab whose
+/// downloads are files too.
 struct Files {
     attachments: BTreeMap<String, PathBuf>,
-    stash: tempfile::TempDir,
+    /// Shared by the inputs of one run, as the blob store is.
+    stash: std::sync::Arc<tempfile::TempDir>,
     settings: serde_json::Value,
+    job: Option<LabJob>,
+    failed: Vec<(String, String)>,
+    downloads: BTreeMap<String, PathBuf>,
 }
 
 impl Files {
     fn new(attachments: &[(&str, &Path)]) -> Files {
         Files {
             attachments: attachments.iter().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect(),
-            stash: tempfile::tempdir().unwrap(),
+            stash: std::sync::Arc::new(tempfile::tempdir().unwrap()),
             settings: serde_json::json!({}),
+            job: None,
+            failed: Vec::new(),
+            downloads: BTreeMap::new(),
         }
     }
+
+    /// The run of a LAVA job with `definition` and these failed tests.
+    fn job(mut self, definition: &str, failed: &[(&str, &str)]) -> Files {
+        self.job = Some(LabJob {
+            backend: "lava".into(),
+            job_id: Some("4242".into()),
+            definition: Some(definition.into()),
+            artifacts: Vec::new(),
+        });
+        self.failed = failed.iter().map(|(s, n)| (s.to_string(), n.to_string())).collect();
+        self
+    }
+}
+
+/// A LAVA job definition with one tradefed test definition.
+fn tradefed_job(name: &str, format: &str) -> String {
+    format!(
+        "job_name: cts\nactions:\n- test:\n    definitions:\n    - name: {name}\n      \
+         path: automated/android/noninteractive-tradefed/tradefed.yaml\n      \
+         params: {{TEST_PARAMS: cts, RESULTS_FORMAT: {format}}}\n"
+    )
 }
 
 impl PluginInput for Files {
@@ -52,6 +83,17 @@ impl PluginInput for Files {
     }
     fn settings(&self) -> &serde_json::Value {
         &self.settings
+    }
+    fn job(&self) -> Option<&LabJob> {
+        self.job.as_ref()
+    }
+    fn failed_tests(&self) -> std::io::Result<Vec<(String, String)>> {
+        Ok(self.failed.clone())
+    }
+    fn download(&self, url: &str) -> Result<String, PluginError> {
+        let path = self.downloads.get(url).ok_or_else(|| PluginError::BadInput(format!("{url}: 404")))?;
+        let mut file = std::fs::File::open(path)?;
+        Ok(self.stash(&mut |out| std::io::copy(&mut file, out).map(drop))?)
     }
 }
 
@@ -111,10 +153,18 @@ fn a_run_interrupted_after_any_step_ends_as_an_uninterrupted_one() {
     let whole = run(&Files::new(&[("test_result.xml", &xml)])).unwrap();
     assert!(whole.len() > 2, "several steps: {}", whole.len());
     assert_eq!(tests_of(&whole).iter().filter(|t| t.2 == Some(false)).count(), 1);
-    // Resume after every step from a fresh input, as a new worker would.
+    assert_resumable(&whole, || Files::new(&[("test_result.xml", &xml)]));
+    let inline = testdata(INLINE);
+    let decorating = || Files::new(&[("test_result.xml", &inline)]).job(&tradefed_job("cts-lkft", "x"), &LAB_FAILURES);
+    assert_resumable(&run(&decorating()).unwrap(), decorating);
+}
+
+/// Resumes after every step of `whole` from a fresh input, as a new
+/// worker would, and checks the outputs add up to the same.
+fn assert_resumable(whole: &[StepOutput], input: impl Fn() -> Files) {
     for stop in 1..whole.len() {
         let mut outputs: Vec<StepOutput> = Vec::new();
-        let first = Files::new(&[("test_result.xml", &xml)]);
+        let first = input();
         let mut cursor = None;
         for _ in 0..stop {
             let output = Tradefed.step(&first, cursor.as_ref()).unwrap();
@@ -123,14 +173,16 @@ fn a_run_interrupted_after_any_step_ends_as_an_uninterrupted_one() {
         }
         let text = serde_json::to_string(&cursor).unwrap();
         let mut cursor: Option<serde_json::Value> = serde_json::from_str(&text).unwrap();
-        let second = Files::new(&[("test_result.xml", &xml)]);
+        let mut second = input();
+        second.stash = first.stash.clone();
         while let Some(at) = cursor {
             let output = Tradefed.step(&second, Some(&at)).unwrap();
             cursor = output.next.clone();
             outputs.push(output);
         }
-        assert_eq!(tests_of(&outputs), tests_of(&whole), "resumed after step {stop}");
-        assert_eq!(metric(&outputs, "tests-total"), metric(&whole, "tests-total"));
+        assert_eq!(tests_of(&outputs), tests_of(whole), "resumed after step {stop}");
+        let metrics = |o: &[StepOutput]| o.iter().flat_map(|o| &o.metrics).map(|m| (m.name.clone(), m.result)).collect::<Vec<_>>();
+        assert_eq!(metrics(&outputs), metrics(whole));
     }
 }
 
@@ -145,6 +197,104 @@ fn bad_input_is_a_clear_failure() {
 
     let nothing = Files::new(&[("notes.txt", &testdata("README.md"))]);
     assert!(!Tradefed.applies_to(&nothing));
-    let err = run(&nothing).unwrap_err();
-    assert!(matches!(&err, PluginError::BadInput(m) if m.contains("no test_result.xml")), "{err}");
+    let outputs = run(&nothing).unwrap();
+    assert!(outputs.len() == 1 && outputs[0].tests.is_empty(), "nothing to do, nothing done");
+
+    let bomb = dir.path().join("results.tar.xz");
+    std::fs::write(&bomb, b"\xFD7zXZ\x00 not really xz").unwrap();
+    let err = run(&Files::new(&[("results.tar.xz", &bomb)])).unwrap_err();
+    assert!(matches!(&err, PluginError::BadInput(m) if m.contains("results.tar.xz")), "{err}");
+
+    // The lab's archive cannot be had: a clear failure, nothing recorded.
+    let mut gone = Files::new(&[]).job(&tradefed_job("cts-lkft", "aggregated"), &[]);
+    let artifact = LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: "http://lab/gone.tar.xz".into() };
+    gone.job.as_mut().unwrap().artifacts.push(artifact);
+    let err = run(&gone).unwrap_err();
+    assert!(matches!(&err, PluginError::BadInput(m) if m.contains("404")), "{err}");
+}
+
+const INLINE: &str = "tradefed/inline/test_result-with-failures.xml";
+
+/// The failed tests of SQUAD's own `_assign_test_log` cases, and a test
+/// of another plugin.
+const LAB_FAILURES: [(&str, &str); 6] = [
+    ("cts-lkft/arm64-v8a.module_foo", "TestCaseBar.test_bar4"),
+    ("cts-lkft.arm64-v8a.module_foo", "TestCaseBar.test_bar4"),
+    ("cts-lkft/arm64-v8a.module_foo/TestCaseBar.first_subname/second_subname.third_subname", "test_bar5_64bit"),
+    ("cts-lkft/arm64-v8a.module_foo", "TestCaseBar.test_bar5"),
+    ("cts-lkft/arm64-v8a.module_foo1", "TestCaseBar.test_bar5"),
+    ("log-parser-test", "panic-kernel-panic"),
+];
+
+#[test]
+fn a_ci_job_has_its_failed_tests_decorated_as_squad_does() {
+    let xml = testdata(INLINE);
+    let input = Files::new(&[("test_result.xml", &xml)]).job(&tradefed_job("cts-lkft", "aggregated"), &LAB_FAILURES);
+    assert!(Tradefed.applies_to(&input));
+    let outputs = run(&input).unwrap();
+    let tests = tests_of(&outputs);
+    let decorated: Vec<(&str, &str)> = tests.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect();
+    assert_eq!(decorated, [LAB_FAILURES[0], LAB_FAILURES[2]], "the lookups SQUAD's tests expect");
+    for (_, _, result, log) in &tests {
+        assert_eq!(*result, Some(false));
+        assert!(log.as_deref().unwrap().starts_with("java.lang.Error:"), "{log:?}");
+    }
+    assert!(outputs.iter().all(|o| o.metrics.is_empty() && o.known_issues.is_empty()), "decorating adds nothing else");
+
+    // No failed test: the report is not read at all.
+    let idle = Files::new(&[("test_result.xml", &xml)]).job(&tradefed_job("cts-lkft", "aggregated"), &[]);
+    assert!(tests_of(&run(&idle).unwrap()).is_empty());
+    // A job without a tradefed test definition is left alone.
+    let other = Files::new(&[("test_result.xml", &xml)]).job("job_name: boot\nactions: []\n", &LAB_FAILURES);
+    assert!(!Tradefed.applies_to(&other));
+}
+
+#[test]
+fn a_ci_job_records_every_test_when_its_project_asks_for_aggregated_results() {
+    let xml = testdata(INLINE);
+    let mut input = Files::new(&[("test_result.xml", &xml)]).job(&tradefed_job("cts-lkft", "aggregated"), &[]);
+    input.settings = serde_json::json!({"PLUGINS_TRADEFED_EXTRACT_AGGREGATED": true});
+    let outputs = run(&input).unwrap();
+    let tests = tests_of(&outputs);
+    assert_eq!(tests.len(), 11);
+    assert!(tests.iter().all(|t| t.0.starts_with("cts-lkft/arm64-v8a.module_")), "action = the definition's name");
+    let issues: Vec<&KnownIssueRef> = outputs.iter().flat_map(|o| &o.known_issues).collect();
+    let name = "cts-lkft/arm64-v8a.module_bar/TestCaseFoo.ztestSetAndGetBrightnessConfiguration";
+    assert_eq!(issues, [&KnownIssueRef { title: format!("Tradefed/{name}"), test_name: name.into() }]);
+    assert_eq!(metric(&outputs, "tests-assumption-failure"), 1.0);
+
+    // Another format keeps SQUAD's default.
+    input.job = Files::new(&[]).job(&tradefed_job("cts-lkft", "atomic"), &[]).job;
+    assert!(tests_of(&run(&input).unwrap()).is_empty());
+}
+
+#[test]
+fn a_ci_job_reads_the_archive_its_lab_results_point_to() {
+    let archive = testdata("tradefed/squad-integration/tradefed-output-20220608105250.tar.xz");
+    let url = "https://storage.lab/artifacts/tradefed-output-20220608105250.tar.xz";
+    let failed = [(
+        "cts-lkft/arm64-v8a.CtsDeqpTestCases",
+        "dEQP-GLES2.functional.shaders.indexing.tmp_array.vec3_const_write_dynamic_read_vertex",
+    )];
+    let mut input = Files::new(&[]).job(&tradefed_job("cts-lkft", "aggregated"), &failed);
+    input.downloads.insert(url.into(), archive);
+    assert!(!Tradefed.applies_to(&input), "no archive in the lab's results yet");
+    let job = input.job.as_mut().unwrap();
+    job.artifacts.push(LabArtifact { suite: "0_boot".into(), result: "pass".into(), url: "http://elsewhere".into() });
+    job.artifacts.push(LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: url.into() });
+    assert!(Tradefed.applies_to(&input));
+    let outputs = run(&input).unwrap();
+    let tests = tests_of(&outputs);
+    assert_eq!(tests.len(), 1);
+    assert!(tests[0].3.as_deref().unwrap().starts_with("=== with config {glformat=rgba8888d24s8ms0,"), "{tests:?}");
+    let attached: Vec<&str> = outputs.iter().flat_map(|o| &o.attachments).map(|a| a.filename.as_str()).collect();
+    assert_eq!(attached, ["tradefed-output-20220608105250.tar.xz", "test_results.xml"]);
+    let metadata: Vec<_> = outputs.iter().flat_map(|o| &o.metadata).collect();
+    assert_eq!(metadata, [(&"tradefed_results_url_4242".to_string(), &serde_json::json!(url))]);
+    assert_resumable(&outputs, || {
+        let mut input = Files::new(&[]).job(&tradefed_job("cts-lkft", "aggregated"), &failed);
+        input.downloads.insert(url.into(), testdata("tradefed/squad-integration/tradefed-output-20220608105250.tar.xz"));
+        input.job.as_mut().unwrap().artifacts = vec![LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: url.into() }];
+        input
+    });
 }

@@ -8,6 +8,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::InputError;
+use crate::settings::truthy;
 
 /// Metadata keys that fill test run columns. When no `metadata` field is
 /// submitted, these are read from plain form fields of the same names.
@@ -37,19 +38,6 @@ pub struct RunMetadata {
     pub datetime: Option<DateTime<Utc>>,
     /// `suite_versions`: suite slug → version.
     pub suite_versions: Vec<(String, String)>,
-}
-
-/// Python's truthiness, which SQUAD uses to decide whether a special key is
-/// set (`"job_id": ""` means "generate one").
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 fn as_text(v: &Value) -> String {

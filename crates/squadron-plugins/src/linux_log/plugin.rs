@@ -38,7 +38,7 @@ fn run(
             log: Some(t.log()),
         })
         .collect();
-    Ok(StepOutput { tests, metrics: Vec::new(), next: None })
+    Ok(StepOutput { tests, ..StepOutput::default() })
 }
 
 fn has_log(input: &dyn PluginInput) -> bool {

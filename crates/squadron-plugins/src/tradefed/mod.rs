@@ -4,7 +4,8 @@
 //! tests out in resumable batches ([`results`]).
 
 pub mod archive;
+pub mod decorate;
 mod plugin;
 pub mod results;
 
-pub use plugin::{Tradefed, BATCH_TESTS};
+pub use plugin::{tradefed_definitions, Tradefed, BATCH_TESTS, EXTRACT_AGGREGATED};

@@ -66,6 +66,14 @@ pub struct TradefedTest {
     /// The stack trace of a failure (or its message when there is no
     /// stack trace); empty when the test has neither.
     pub log: String,
+    /// Whether `log` is a `<StackTrace>` (not a failure's message).
+    pub has_stack_trace: bool,
+    /// The enclosing `<Module name>`.
+    pub module: String,
+    /// The enclosing module's `abi`, if any.
+    pub abi: Option<String>,
+    /// The `<Test name>` as written.
+    pub test: String,
 }
 
 impl TradefedTest {
@@ -262,6 +270,7 @@ pub struct ParseError {
 /// A `<Test>` being read.
 #[derive(Debug)]
 struct PendingTest {
+    test: String,
     name: String,
     status: TestStatus,
     message: Option<String>,
@@ -659,25 +668,36 @@ impl<R: BufRead> Parser<R> {
         }
         let name = name.ok_or(ParseErrorKind::MissingAttribute { element: "Test", attribute: "name" })?;
         let status = status.ok_or(ParseErrorKind::MissingAttribute { element: "Test", attribute: "result" })?;
-        Ok(PendingTest { name: test_name(test_case, &name), status, message: None, stack_trace: None })
+        Ok(PendingTest {
+            name: test_name(test_case, &name),
+            test: name.into_owned(),
+            status,
+            message: None,
+            stack_trace: None,
+        })
     }
 
     fn finish_test(&mut self, test: PendingTest) -> TradefedTest {
         self.counts.add(test.status);
-        let suite = self
+        let (suite, module, abi) = self
             .stack
             .iter()
             .rev()
             .find_map(|frame| match frame {
-                Frame::Module { suite, .. } => Some(suite.clone()),
+                Frame::Module { name, abi, suite } => Some((suite.clone(), name.clone(), abi.clone())),
                 _ => None,
             })
             .unwrap_or_default();
+        let has_stack_trace = test.stack_trace.is_some();
         TradefedTest {
             suite,
             name: test.name,
             status: test.status,
             log: test.stack_trace.or(test.message).unwrap_or_default(),
+            has_stack_trace,
+            module,
+            abi,
+            test: test.test,
         }
     }
 }

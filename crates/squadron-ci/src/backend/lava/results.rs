@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use regex::Regex;
 use serde_json::{Map, Value};
+use squadron_core::settings::truthy;
 
 use super::log::{self, LineRange};
 use super::SUBMISSION_KEY;
@@ -34,16 +35,9 @@ pub struct ParseSettings {
     pub infra_error_messages: Vec<Regex>,
 }
 
-/// Python's truthiness of a setting's value.
-pub fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-    }
+/// Whether a setting is set, by Python's truthiness.
+fn truthy_setting(settings: &Map<String, Value>, key: &str) -> bool {
+    settings.get(key).is_some_and(truthy)
 }
 
 impl ParseSettings {
@@ -66,10 +60,10 @@ impl ParseSettings {
             })
             .collect();
         ParseSettings {
-            handle_suite: truthy(settings.get("CI_LAVA_HANDLE_SUITE")),
-            handle_boot: truthy(settings.get("CI_LAVA_HANDLE_BOOT")),
-            clone_measurements: truthy(settings.get("CI_LAVA_CLONE_MEASUREMENTS")),
-            work_around_infra_errors: truthy(settings.get("CI_LAVA_WORK_AROUND_INFRA_ERRORS")),
+            handle_suite: truthy_setting(settings, "CI_LAVA_HANDLE_SUITE"),
+            handle_boot: truthy_setting(settings, "CI_LAVA_HANDLE_BOOT"),
+            clone_measurements: truthy_setting(settings, "CI_LAVA_CLONE_MEASUREMENTS"),
+            work_around_infra_errors: truthy_setting(settings, "CI_LAVA_WORK_AROUND_INFRA_ERRORS"),
             infra_error_messages,
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
+use squadron_core::settings::truthy;
 
 use super::http::{join, Answer, Http};
 use super::{build_name, JobId, JobKind};
@@ -35,18 +36,6 @@ pub(super) struct Job<'a> {
 const BUILD_ATTACHMENTS: [&str; 3] = ["config", "tuxmake_reproducer.sh", "tux_plan.yaml"];
 /// Files attached to a test's test run.
 const TEST_ATTACHMENTS: [&str; 2] = ["reproducer", "tux_plan.yaml"];
-
-/// Python's truthiness of a JSON value.
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
 
 /// Python's `int()` of a JSON value, `None` where it would raise.
 fn py_int(value: &Value) -> Option<i64> {
