@@ -2,7 +2,9 @@
 //! server: a job is submitted once and its results stored; a lab answering
 //! 500s is retried at the next poll and recorded as attempts, then fetched;
 //! an HTML page instead of results ends the job with a clear failure and
-//! stores nothing.
+//! stores nothing; a tradefed job has the failed tests the lab reported
+//! decorated with the stack traces of the results archive its results point
+//! to (or, when the project asks, every test of the report recorded).
 
 mod common;
 
@@ -18,9 +20,20 @@ use squadron_store::testing::TestDb;
 const DEFINITION: &str =
     "job_name: pipeline\ndevice_type: qemu\nvisibility: public\nsquadron_fake:\n  tests: 4\n  failures: 1\n";
 
+/// A tradefed job: its failed case and results archive.
+const TRADEFED_DEFINITION: &str = "job_name: cts\ndevice_type: hikey\nvisibility: public\nactions:\n- test:\n    \
+    definitions:\n    - name: cts-lkft\n      path: automated/android/noninteractive-tradefed/tradefed.yaml\n      \
+    params: {RESULTS_FORMAT: aggregated}\nsquadron_fake:\n  tests: 2\n  tradefed: ARCHIVE\n  tradefed_failures:\n  - \
+    arm64-v8a.CtsDeqpTestCases/dEQP-GLES2.functional.shaders.indexing.tmp_array.vec3_const_write_dynamic_read_vertex\n";
+
 /// A LAVA backend at `lava` (polled every second) and a submitted job;
 /// returns the job's id.
 async fn submitted_job(db: &TestDb, lava: &FakeLava) -> i64 {
+    submitted_job_of(db, lava, DEFINITION).await
+}
+
+/// The same with a definition of one's own.
+async fn submitted_job_of(db: &TestDb, lava: &FakeLava, definition: &str) -> i64 {
     let project = db.public_project().await;
     db.execute(&format!(
         "INSERT INTO backends (name, url, username, token, implementation_type, poll_interval, max_fetch_attempts) \
@@ -41,7 +54,7 @@ async fn submitted_job(db: &TestDb, lava: &FakeLava) -> i64 {
         project_id: project,
         build_id: build,
         environment: "qemu",
-        definition: Some(DEFINITION),
+        definition: Some(definition),
         job_id: None,
         parent_job_id: None,
         resubmitted_count: 0,
@@ -52,8 +65,17 @@ async fn submitted_job(db: &TestDb, lava: &FakeLava) -> i64 {
 }
 
 async fn run_until(db: &TestDb, condition: &str) {
-    let ci = common::pipeline(db, Plugins::new(), Backends::new(db.scratch.dir.path()));
+    let ci = common::pipeline(db, Plugins::builtin(), Backends::new(db.scratch.dir.path()));
     db.run_tasks_until(registry(db, ci), &QUEUES, condition).await;
+}
+
+/// The tests of run `run` as `suite/name`, result and log.
+async fn tests_of(db: &TestDb, run: i64, like: &str) -> Vec<(String, Option<bool>, Option<String>)> {
+    let sql = format!(
+        "SELECT m.suite || '/' || m.name, t.result, t.log FROM tests t JOIN suite_metadata m ON m.id = t.metadata_id \
+         WHERE t.test_run_id = {run} AND m.suite LIKE '{like}' ORDER BY m.suite, m.name"
+    );
+    db.store.fetch_all(&squadron_store::sql::Sql::new(&sql)).await.unwrap()
 }
 
 both_engines! {
@@ -101,5 +123,61 @@ both_engines! {
         assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM testjobs WHERE id = {job} AND fetched AND can_resubmit")).await, 1);
         assert_eq!(db.scalar("SELECT COUNT(*) FROM testruns").await, 0, "nothing partial stored");
         assert_eq!(db.scalar("SELECT COUNT(*) FROM tests").await, 0);
+    }
+
+    async fn a_tradefed_job_gets_the_stack_traces_of_its_results_archive(db: TestDb) {
+        let lava = FakeLava::start().await;
+        let archive = "tradefed/squad-integration/tradefed-output-20220608105250.tar.xz";
+        let job = submitted_job_of(&db, &lava, &TRADEFED_DEFINITION.replace("ARCHIVE", archive)).await;
+        db.execute("UPDATE projects SET enabled_plugins_list = 'tradefed'").await;
+        run_until(&db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
+        assert_eq!(db.text(&format!("SELECT job_status FROM testjobs WHERE id = {job}")).await, "Complete");
+        let run = db.scalar(&format!("SELECT testrun_id FROM testjobs WHERE id = {job}")).await;
+        let tests = tests_of(&db, run, "cts-lkft%").await;
+        assert_eq!(tests.len(), 2, "the lab's tests only (the failure and test-attachment): {tests:?}");
+        let (name, result, log) = &tests[1];
+        assert!(name.starts_with("cts-lkft/arm64-v8a.CtsDeqpTestCases/dEQP-GLES2."), "{name}");
+        assert_eq!(*result, Some(false));
+        assert!(log.as_deref().unwrap_or("").starts_with("=== with config {glformat=rgba8888d24s8ms0,"), "{log:?}");
+        let files: Vec<(String,)> = db
+            .store
+            .fetch_all(&squadron_store::sql::Sql::new(&format!(
+                "SELECT filename FROM attachments WHERE test_run_id = {run} ORDER BY id"
+            )))
+            .await
+            .unwrap();
+        let files: Vec<&str> = files.iter().map(|(f,)| f.as_str()).collect();
+        assert_eq!(files, ["tradefed-output-20220608105250.tar.xz", "test_results.xml"]);
+        let metadata = db.text(&format!("SELECT metadata_file FROM testruns WHERE id = {run}")).await;
+        let job_id = db.text(&format!("SELECT job_id FROM testjobs WHERE id = {job}")).await;
+        let url = format!("{}/artifacts/{archive}", lava.rest_url().split("/api/").next().unwrap());
+        let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+        assert_eq!(metadata[format!("tradefed_results_url_{job_id}")], url.as_str());
+        assert_eq!(lava.requests().iter().filter(|r| r.path.starts_with("/artifacts/")).count(), 1, "downloaded once");
+    }
+
+    async fn a_tradefed_job_records_every_test_when_its_project_asks(db: TestDb) {
+        let lava = FakeLava::start().await;
+        let definition = TRADEFED_DEFINITION.replace("ARCHIVE", "tradefed/inline/test_result-with-failures.xml");
+        let job = submitted_job_of(&db, &lava, &definition).await;
+        db.execute(
+            "UPDATE projects SET enabled_plugins_list = 'tradefed', \
+             project_settings = 'PLUGINS_TRADEFED_EXTRACT_AGGREGATED: true'",
+        )
+        .await;
+        run_until(&db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
+        let run = db.scalar(&format!("SELECT testrun_id FROM testjobs WHERE id = {job}")).await;
+        let recorded = tests_of(&db, run, "cts-lkft/arm64-v8a.module_%").await;
+        assert_eq!(recorded.len(), 11, "{recorded:?}");
+        let name = "cts-lkft/arm64-v8a.module_bar/TestCaseFoo.ztestSetAndGetBrightnessConfiguration";
+        assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM known_issues WHERE test_name = '{name}'")).await, 1);
+        let xfail = db
+            .scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {run} AND has_known_issues AND NOT result"))
+            .await;
+        assert_eq!(xfail, 1, "the assumption failure is an expected failure");
+        let total = |column: &str| format!("SELECT {column} FROM statuses WHERE test_run_id = {run} AND suite_id IS NULL");
+        assert_eq!(db.scalar(&total("tests_xfail")).await, 1);
+        let failed = format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {run} AND NOT result AND NOT has_known_issues");
+        assert_eq!(db.scalar(&total("tests_fail")).await, db.scalar(&failed).await);
     }
 }

@@ -15,5 +15,6 @@ pub mod testing;
 pub mod tradefed;
 
 pub use plugin::{
-    KnownIssueRef, LabArtifact, LabJob, Plugin, PluginError, PluginInput, Plugins, ReadSeek, StashedAttachment, StepOutput,
+    KnownIssueRef, LabArtifact, LabJob, Plugin, PluginError, PluginInput, Plugins, ReadSeek, StashedAttachment,
+    StepOutput,
 };

@@ -181,7 +181,9 @@ fn assert_resumable(whole: &[StepOutput], input: impl Fn() -> Files) {
             outputs.push(output);
         }
         assert_eq!(tests_of(&outputs), tests_of(whole), "resumed after step {stop}");
-        let metrics = |o: &[StepOutput]| o.iter().flat_map(|o| &o.metrics).map(|m| (m.name.clone(), m.result)).collect::<Vec<_>>();
+        let metrics = |o: &[StepOutput]| {
+            o.iter().flat_map(|o| &o.metrics).map(|m| (m.name.clone(), m.result)).collect::<Vec<_>>()
+        };
         assert_eq!(metrics(&outputs), metrics(whole));
     }
 }
@@ -207,7 +209,8 @@ fn bad_input_is_a_clear_failure() {
 
     // The lab's archive cannot be had: a clear failure, nothing recorded.
     let mut gone = Files::new(&[]).job(&tradefed_job("cts-lkft", "aggregated"), &[]);
-    let artifact = LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: "http://lab/gone.tar.xz".into() };
+    let artifact =
+        LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: "http://lab/gone.tar.xz".into() };
     gone.job.as_mut().unwrap().artifacts.push(artifact);
     let err = run(&gone).unwrap_err();
     assert!(matches!(&err, PluginError::BadInput(m) if m.contains("404")), "{err}");
@@ -293,8 +296,11 @@ fn a_ci_job_reads_the_archive_its_lab_results_point_to() {
     assert_eq!(metadata, [(&"tradefed_results_url_4242".to_string(), &serde_json::json!(url))]);
     assert_resumable(&outputs, || {
         let mut input = Files::new(&[]).job(&tradefed_job("cts-lkft", "aggregated"), &failed);
-        input.downloads.insert(url.into(), testdata("tradefed/squad-integration/tradefed-output-20220608105250.tar.xz"));
-        input.job.as_mut().unwrap().artifacts = vec![LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: url.into() }];
+        input
+            .downloads
+            .insert(url.into(), testdata("tradefed/squad-integration/tradefed-output-20220608105250.tar.xz"));
+        input.job.as_mut().unwrap().artifacts =
+            vec![LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: url.into() }];
         input
     });
 }

@@ -11,6 +11,7 @@ pub mod blob;
 pub mod builds;
 mod error;
 pub mod ingest;
+mod known_issues;
 pub mod maintenance;
 pub mod postprocess;
 pub mod projects;

@@ -1,6 +1,7 @@
 //! Plugins on directly submitted runs, on both engines: the submit answers
 //! once the run is stored; the project's plugins run as queued tasks, and
-//! the build is not finished until they are done.
+//! the build is not finished until they are done; a plugin's failure is
+//! recorded in the run's metadata, and the build still finishes.
 
 mod common;
 
@@ -94,5 +95,26 @@ both_engines! {
         run_plugins_until(&api.db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
         assert_eq!(api.db.scalar("SELECT COUNT(*) FROM tests").await, 1);
         assert_eq!(build_status(&api, build).await["finished"], true);
+    }
+
+    async fn a_damaged_results_archive_is_a_failure_recorded_on_the_run(db: TestDb) {
+        let api = Api::new(db).await;
+        api.db.execute("UPDATE projects SET enabled_plugins_list = 'tradefed' WHERE slug = 'p'").await;
+        let archive = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tradefed/squad-linaro-plugins/test_output.tar.xz")).unwrap();
+        // Cut inside the report (the rest of the archive is other files).
+        let damaged = &archive[..1000];
+        let (status, run) = api
+            .post_multipart("/api/submit/g/p/v1/x86", Some(&api.admin), &[("tests", r#"{"a": "pass"}"#), ("metadata", r#"{"job_id": "7"}"#)], &[("attachment", "results.tar.xz", damaged)])
+            .await;
+        assert_eq!(status, 201, "{run}");
+        let build = api.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {run}")).await;
+        run_plugins_until(&api.db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
+        assert_eq!(api.db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {run}")).await, 1, "nothing partial");
+        let (_, metadata) = api.call(reqwest::Method::GET, &format!("/api/testruns/{run}/metadata_file/"), None).await;
+        let failure = metadata["tradefed_failure"].as_str().unwrap_or_else(|| panic!("{metadata}"));
+        assert!(failure.contains("results.tar.xz"), "{failure}");
+        assert_eq!(metadata["job_id"], "7", "the submitted metadata is kept");
+        assert_eq!(build_status(&api, build).await["finished"], true);
+        assert_eq!(api.db.scalar("SELECT COUNT(*) FROM pending_postprocess").await, 0);
     }
 }

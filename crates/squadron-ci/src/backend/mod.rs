@@ -95,6 +95,9 @@ pub struct JobResults {
     pub resubmit: bool,
     /// Files to attach to the test run: name and content.
     pub attachments: Vec<(String, Vec<u8>)>,
+    /// Files the results point to, for plugins (LAVA's `test-attachment`
+    /// results).
+    pub artifacts: Vec<squadron_plugins::LabArtifact>,
     /// The environment the job belongs to after all, when the lab says
     /// (TuxSuite's `test_name`); the job moves there.
     pub environment: Option<String>,

@@ -257,6 +257,9 @@ async fn store_results(
     sql.push(", failure = ").bind_optional(results.failure.as_deref());
     sql.push(", can_resubmit = ").bind(outcomes.can_resubmit);
     sql.push(", results_blob = ").bind(raw.key.as_str()).push(", results_input = NULL");
+    let artifacts = (!results.artifacts.is_empty())
+        .then(|| serde_json::to_string(&results.artifacts).expect("artifacts serialize"));
+    sql.push(", artifacts = ").bind_optional(artifacts);
     sql.push(" WHERE NOT fetched AND id = ").bind(id);
     if tx.execute(&sql).await.map_err(TaskError::failed)? == 0 {
         // Fetched by someone else meanwhile (a cancel, say): ours goes.

@@ -14,8 +14,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use squadron_plugins::{PluginError, PluginInput, ReadSeek};
+use serde_json::{Map, Value};
+use squadron_plugins::{KnownIssueRef, LabJob, PluginError, PluginInput, ReadSeek, StashedAttachment, StepOutput};
 use squadron_queue::{Job, NewTask, Outcome, StepTx, Task, TaskError};
 use squadron_store::blob::BlobStore;
 use squadron_store::sql::Sql;
@@ -45,19 +45,28 @@ impl PostprocessRun {
 }
 
 /// A stored run's inputs for plugins: its log and attachments in the blob
-/// store, and its project's settings.
+/// store, its project's settings, and the CI job it came from.
 pub struct RunInput {
+    store: Store,
     blobs: BlobStore,
+    http: reqwest::Client,
     /// Writes stashed files from the blocking thread a step runs on.
     runtime: tokio::runtime::Handle,
+    id: i64,
     log: Option<String>,
     attachments: Vec<(String, String)>,
     settings: Value,
+    job: Option<LabJob>,
 }
 
+/// The largest file a plugin downloads from a lab.
+const MAX_DOWNLOAD_BYTES: u64 = 16 << 30;
+
 impl RunInput {
-    /// The inputs of run `id`; `None` if the run is gone.
-    pub async fn load(store: &Store, blobs: &BlobStore, id: i64) -> Result<Option<RunInput>, TaskError> {
+    /// The inputs of run `id` (of CI job `testjob`, if any); `None` if the
+    /// run is gone.
+    pub async fn load(cx: &Ci, id: i64, testjob: Option<i64>) -> Result<Option<RunInput>, TaskError> {
+        let store = &cx.store;
         let mut run = Sql::new(
             "SELECT r.log_file, p.project_settings FROM testruns r JOIN builds b ON b.id = r.build_id \
              JOIN projects p ON p.id = b.project_id WHERE r.id = ",
@@ -72,14 +81,62 @@ impl RunInput {
         attachments.bind(id).push(" ORDER BY id");
         let attachments = store.fetch_all(&attachments).await.map_err(TaskError::failed)?;
         let settings = squadron_core::settings::parse_settings(&settings).unwrap_or_default();
+        let job = match testjob {
+            Some(testjob) => lab_job(store, testjob).await?,
+            None => None,
+        };
         Ok(Some(RunInput {
-            blobs: blobs.clone(),
+            store: store.clone(),
+            blobs: cx.blobs.clone(),
+            http: cx.backends.http.clone(),
             runtime: tokio::runtime::Handle::current(),
+            id,
             log,
             attachments,
             settings: Value::Object(settings),
+            job,
         }))
     }
+
+    /// Streams `url` into a blob.
+    async fn fetch(&self, url: &str) -> Result<String, PluginError> {
+        let retry = |e: &dyn std::fmt::Display| PluginError::Io(std::io::Error::other(format!("{url}: {e}")));
+        let mut response = self.http.get(url).send().await.map_err(|e| retry(&e))?;
+        let status = response.status();
+        if status.is_client_error() {
+            return Err(PluginError::BadInput(format!("{url}: the server answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(retry(&format!("the server answered {status}")));
+        }
+        let mut writer = self.blobs.writer()?;
+        let mut length = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| retry(&e))? {
+            length += chunk.len() as u64;
+            if length > MAX_DOWNLOAD_BYTES {
+                return Err(PluginError::BadInput(format!("{url}: larger than {MAX_DOWNLOAD_BYTES} bytes")));
+            }
+            writer.write(&chunk).await?;
+        }
+        Ok(writer.finish().await?.key)
+    }
+}
+
+/// What plugins may know of CI job `id`.
+async fn lab_job(store: &Store, id: i64) -> Result<Option<LabJob>, TaskError> {
+    let mut sql = Sql::new(
+        "SELECT b.implementation_type, t.job_id, t.definition, t.artifacts FROM testjobs t \
+         JOIN backends b ON b.id = t.backend_id WHERE t.id = ",
+    );
+    sql.bind(id);
+    type Row = (String, Option<String>, Option<String>, Option<String>);
+    let Some((backend, job_id, definition, artifacts)) =
+        store.fetch_optional::<Row>(&sql).await.map_err(TaskError::failed)?
+    else {
+        return Ok(None);
+    };
+    let artifacts = artifacts.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default();
+    Ok(Some(LabJob { backend, job_id, definition, artifacts }))
 }
 
 impl PluginInput for RunInput {
@@ -122,6 +179,23 @@ impl PluginInput for RunInput {
     fn settings(&self) -> &Value {
         &self.settings
     }
+
+    fn job(&self) -> Option<&LabJob> {
+        self.job.as_ref()
+    }
+
+    fn failed_tests(&self) -> std::io::Result<Vec<(String, String)>> {
+        let mut sql = Sql::new(
+            "SELECT m.suite, m.name FROM tests t JOIN suite_metadata m ON m.id = t.metadata_id \
+             WHERE t.result = FALSE AND t.test_run_id = ",
+        );
+        sql.bind(self.id).push(" ORDER BY m.suite, m.name");
+        self.runtime.block_on(self.store.fetch_all(&sql)).map_err(std::io::Error::other)
+    }
+
+    fn download(&self, url: &str) -> Result<String, PluginError> {
+        self.runtime.block_on(self.fetch(url))
+    }
 }
 
 /// A blob written from a blocking thread.
@@ -153,17 +227,17 @@ impl Task for PostprocessRun {
     type Context = Ci;
 
     async fn run(&self, cx: &Ci, job: &mut Job) -> Result<Outcome, TaskError> {
-        let Some(input) = RunInput::load(&cx.store, &cx.blobs, self.testrun_id).await? else {
+        let Some(input) = RunInput::load(cx, self.testrun_id, self.testjob_id).await? else {
             return Ok(Outcome::Done);
         };
         let Some(plugin) = cx.plugins.get(&self.plugin) else {
             warn!(plugin = %self.plugin, testrun = self.testrun_id, "plugin unknown to this worker; skipped");
-            return self.last_step(cx, job, None).await;
+            return self.last_step(cx, job, RunAdditions::default()).await;
         };
         let input = Arc::new(input);
         let mut cursor = job.checkpoint::<Cursor>()?.map(|c| c.next);
         if cursor.is_none() && !plugin.applies_to(input.as_ref()) {
-            return self.last_step(cx, job, None).await;
+            return self.last_step(cx, job, RunAdditions::default()).await;
         }
         loop {
             let output = {
@@ -172,43 +246,98 @@ impl Task for PostprocessRun {
                     .await
                     .map_err(|e| TaskError::failed(format!("the plugin panicked: {e}")))?
             };
-            let output = match output {
+            let StepOutput { tests, metrics, known_issues, attachments, metadata, next } = match output {
                 Ok(output) => output,
-                Err(PluginError::BadInput(message)) => return self.last_step(cx, job, Some(&message)).await,
+                Err(PluginError::BadInput(message)) => {
+                    return self.last_step(cx, job, RunAdditions::failure(&self.plugin, message)).await
+                }
                 Err(e) => return Err(TaskError::failed(e)),
             };
-            if !output.tests.is_empty() || !output.metrics.is_empty() {
-                let mut run = cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?;
-                run.append(output.tests, output.metrics).await.map_err(TaskError::failed)?;
+            if !known_issues.is_empty() {
+                let issues: Vec<(String, String)> =
+                    known_issues.into_iter().map(|KnownIssueRef { title, test_name }| (title, test_name)).collect();
+                cx.store.file_known_issues(self.testrun_id, &issues).await.map_err(TaskError::failed)?;
             }
-            match output.next {
+            if !tests.is_empty() || !metrics.is_empty() {
+                let mut run = cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?;
+                run.append(tests, metrics).await.map_err(TaskError::failed)?;
+            }
+            let additions = RunAdditions { attachments, metadata, failure: None };
+            match next {
                 Some(next) => {
-                    let tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
+                    let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
+                    additions.write(&mut tx, &cx.blobs, self.testrun_id).await?;
                     let checkpoint = Cursor { next };
                     job.commit_step(tx, &checkpoint).await?;
                     cursor = Some(checkpoint.next);
                 }
-                None => return self.last_step(cx, job, None).await,
+                None => return self.last_step(cx, job, additions).await,
             }
         }
     }
 }
 
+/// What a step adds to its run besides tests and metrics.
+#[derive(Default)]
+struct RunAdditions {
+    attachments: Vec<StashedAttachment>,
+    metadata: Map<String, Value>,
+    /// Why the plugin failed.
+    failure: Option<String>,
+}
+
+impl RunAdditions {
+    /// A plugin's failure: recorded in the run's metadata as
+    /// `<plugin>_failure` (and on the job, if the run came from one).
+    fn failure(plugin: &str, message: String) -> RunAdditions {
+        let mut metadata = Map::new();
+        metadata.insert(format!("{plugin}_failure"), Value::from(message.as_str()));
+        RunAdditions { failure: Some(message), metadata, ..RunAdditions::default() }
+    }
+
+    /// Attaches the files and merges the metadata into run `run`, in `tx`.
+    async fn write(&self, tx: &mut WriteTx, blobs: &BlobStore, run: i64) -> Result<(), TaskError> {
+        for file in &self.attachments {
+            let length = blobs.open_blob(&file.key).and_then(|f| f.metadata()).map_err(TaskError::failed)?.len();
+            let mut sql = Sql::new("INSERT INTO attachments (test_run_id, filename, mimetype, length, blob) VALUES (");
+            sql.bind(run).push(", ").bind(file.filename.as_str()).push(", ").bind(file.mimetype.as_str());
+            sql.push(", ").bind(length as i64).push(", ").bind(file.key.as_str()).push(")");
+            tx.execute(&sql).await.map_err(TaskError::failed)?;
+        }
+        if !self.metadata.is_empty() {
+            let mut read = Sql::new("SELECT metadata_file FROM testruns WHERE id = ");
+            read.bind(run);
+            let current: Option<(Option<String>,)> = tx.fetch_optional(&read).await.map_err(TaskError::failed)?;
+            let mut metadata: Map<String, Value> =
+                current.and_then(|(text,)| serde_json::from_str(&text?).ok()).unwrap_or_default();
+            metadata.extend(self.metadata.clone());
+            let mut sql = Sql::new("UPDATE testruns SET metadata_file = ");
+            sql.bind(Value::Object(metadata).to_string()).push(" WHERE id = ").bind(run);
+            tx.execute(&sql).await.map_err(TaskError::failed)?;
+        }
+        Ok(())
+    }
+}
+
 impl PostprocessRun {
-    /// Recounts the run, releases its pending row, records a plugin
-    /// `failure` on the job, and fans in, all in one fenced transaction.
-    async fn last_step(&self, cx: &Ci, job: &mut Job, failure: Option<&str>) -> Result<Outcome, TaskError> {
+    /// Recounts the run, adds the last step's files and metadata, releases
+    /// the run's pending row, records a plugin failure on the job, and fans
+    /// in, all in one fenced transaction.
+    async fn last_step(&self, cx: &Ci, job: &mut Job, additions: RunAdditions) -> Result<Outcome, TaskError> {
         let run = cx.store.reopen_run(self.testrun_id).await;
         let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
         if let Ok(mut run) = run {
             run.publish_in(&mut tx).await.map_err(TaskError::failed)?;
         }
+        additions.write(&mut tx, &cx.blobs, self.testrun_id).await?;
         squadron_status::postprocess::release(&mut tx, &cx.queue, self.testrun_id, &self.plugin)
             .await
             .map_err(TaskError::failed)?;
+        if let Some(message) = &additions.failure {
+            warn!(testrun = self.testrun_id, plugin = %self.plugin, error = %message, "post-processing failed");
+        }
         if let Some(testjob) = self.testjob_id {
-            if let Some(message) = failure {
-                warn!(testjob, plugin = %self.plugin, error = %message, "post-processing failed");
+            if let Some(message) = &additions.failure {
                 let mut sql = Sql::new("UPDATE testjobs SET failure = ");
                 sql.bind(format!("{}: {message}", self.plugin)).push(" WHERE id = ").bind(testjob);
                 tx.execute(&sql).await.map_err(TaskError::failed)?;

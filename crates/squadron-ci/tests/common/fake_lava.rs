@@ -18,7 +18,14 @@
 //!   error_msg: Connection closed
 //!   results: db-dump-jobs/job-2.results.yaml   # or: fixture results…
 //!   log: example-lava-log.yaml                 # …and log, under tests/fixtures/lava
+//!   tradefed: tradefed/squad-integration/tradefed-output-20220608105250.tar.xz
+//!   tradefed_failures:    # with the made-up results: a tradefed run's
+//!   - arm64-v8a.Module/Case.test   # failed cases and its results archive
 //! ```
+//!
+//! The `tradefed` archive (under `testdata/`) is served at
+//! `/artifacts/<path>` and referred to by a `test-attachment` result of
+//! suite `2_cts-lkft`, as test-definitions' tradefed runs upload it.
 //!
 //! A multinode definition (`protocols: lava-multinode: roles: {r: {count: n}}`)
 //! makes one job per node, with ids `<first>.<n>`.
@@ -41,6 +48,11 @@ use squadron_ci::backend::lava::xmlrpc::{self, Fault, Value as Rpc};
 /// The fixtures directory.
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lava")
+}
+
+/// The repository's shared test data.
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
 }
 
 /// One request the server received.
@@ -358,6 +370,12 @@ async fn handle(
             None => rpc_response(Err(Fault { code: 400, message: "not an XML-RPC call".into() })),
         };
     }
+    if let Some(file) = path.strip_prefix("/artifacts/").filter(|f| !f.contains("..")) {
+        return match std::fs::read(testdata().join(file)) {
+            Ok(content) => (StatusCode::OK, [("content-type", "application/x-xz")], content).into_response(),
+            Err(_) => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
     if let Some(id) = path.strip_prefix("/scheduler/job/").and_then(|p| p.strip_suffix("/log_file/plain")) {
         let pairs = form_pairs(&query);
         if !pairs.iter().any(|(k, v)| k == "token" && !v.is_empty()) {
@@ -390,7 +408,8 @@ fn submit(shared: &Shared, definition: &str, submitter: &str) -> Result<Vec<Stri
         Some(Value::Object(roles)) => roles.values().map(|r| r.get("count").and_then(Value::as_u64).unwrap_or(1)).sum(),
         _ => 0,
     };
-    let (results, log, status) = made_up_results(&parsed)?;
+    let base = format!("http://{}", shared.addr.lock().unwrap().unwrap());
+    let (results, log, status) = made_up_results(&parsed, &base)?;
     let polls = shared.config.lock().unwrap().polls_before_complete;
     let mut jobs = shared.jobs.lock().unwrap();
     let first = next_id(&jobs);
@@ -428,7 +447,7 @@ fn log_line(level: &str, msg: &str) -> String {
 }
 
 /// The results, log and final status a definition asks for.
-fn made_up_results(definition: &Value) -> Result<(Vec<Value>, Vec<u8>, String), String> {
+fn made_up_results(definition: &Value, base: &str) -> Result<(Vec<Value>, Vec<u8>, String), String> {
     let empty = Value::Object(Map::new());
     let fake = definition.get("squadron_fake").unwrap_or(&empty);
     let number = |name: &str, default: u64| fake.get(name).and_then(Value::as_u64).unwrap_or(default);
@@ -466,6 +485,21 @@ fn made_up_results(definition: &Value) -> Result<(Vec<Value>, Vec<u8>, String), 
             "measurement": format!("{}.5000000000", n + 1), "unit": "seconds",
             "log_start_line": "", "log_end_line": "",
             "metadata": {"case": format!("metric-{n}"), "definition": "1_fake", "result": "pass"},
+        }));
+    }
+    let cases = fake.get("tradefed_failures").and_then(Value::as_array).cloned().unwrap_or_default();
+    for case in cases.iter().filter_map(Value::as_str) {
+        results.push(json!({
+            "suite": "2_cts-lkft", "name": case, "result": "fail", "measurement": "None", "unit": "",
+            "metadata": {"case": case, "definition": "2_cts-lkft", "result": "fail"},
+        }));
+    }
+    if let Some(archive) = text("tradefed") {
+        let reference = format!("{base}/artifacts/{archive}");
+        results.push(json!({
+            "suite": "2_cts-lkft", "name": "test-attachment", "result": "pass", "measurement": "None", "unit": "",
+            "metadata": {"case": "test-attachment", "definition": "2_cts-lkft", "result": "pass",
+                         "reference": reference},
         }));
     }
     log.push_str(&log_line("feedback", "the end"));

@@ -115,10 +115,7 @@ pub fn tradefed_definitions(definition: &str) -> Vec<(String, String)> {
         return Vec::new();
     };
     let actions = definition.get("actions").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let definitions = actions
-        .iter()
-        .filter_map(|action| action.get("test")?.get("definitions")?.as_array())
-        .flatten();
+    let definitions = actions.iter().filter_map(|action| action.get("test")?.get("definitions")?.as_array()).flatten();
     definitions
         .filter(|d| d.get("path").and_then(Value::as_str).is_some_and(|p| p.contains("tradefed.yaml")))
         .filter_map(|d| {
@@ -279,7 +276,8 @@ impl Tradefed {
         let state = self.reading(input, File::Stashed(key.clone()), action, mode)?;
         let mut output = StepOutput { next: encode(&state), ..StepOutput::default() };
         if attach_report {
-            let report = StashedAttachment { filename: REPORT_ATTACHMENT.into(), key, mimetype: "application/xml".into() };
+            let report =
+                StashedAttachment { filename: REPORT_ATTACHMENT.into(), key, mimetype: "application/xml".into() };
             output.attachments.push(report);
         }
         Ok(output)
@@ -338,7 +336,9 @@ impl Tradefed {
                     decorator.second_pass(&mut state, &tests);
                 }
                 let next = match over {
-                    Some(cursor) => Some(State::Read { report, action, mode: Mode::Decorate(state), parse: Some(cursor) }),
+                    Some(cursor) => {
+                        Some(State::Read { report, action, mode: Mode::Decorate(state), parse: Some(cursor) })
+                    }
                     None if state.pass == 1 && decorator.needs_second_pass(&state) => {
                         state.pass = 2;
                         Some(State::Read { report, action, mode: Mode::Decorate(state), parse: None })

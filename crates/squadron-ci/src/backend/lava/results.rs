@@ -13,6 +13,7 @@ use super::log::{self, LineRange};
 use super::SUBMISSION_KEY;
 use crate::backend::python::py_str;
 use crate::backend::{BackendError, JobResults, LabMetric, LabTest};
+use squadron_plugins::LabArtifact;
 
 /// The statuses of a finished job.
 pub const FINISHED: [&str; 4] = ["Complete", "Incomplete", "Canceled", "Finished"];
@@ -179,6 +180,15 @@ impl<T> Ordered<T> {
     }
 }
 
+/// A result's `metadata`: a mapping, or YAML text of one (XML-RPC).
+fn metadata_of(result: &Map<String, Value>) -> Value {
+    match result.get("metadata") {
+        Some(Value::String(text)) => yaml_value(text).unwrap_or_else(|_| Value::String(text.clone())),
+        Some(other) => other.clone(),
+        None => Value::Null,
+    }
+}
+
 /// The job's results as SQUAD makes them. `raw_log` is the whole LAVA log
 /// (test logs are cut out of it in one pass, and it becomes the run's log).
 pub fn parse(
@@ -217,6 +227,7 @@ pub fn parse(
     let mut completed = true;
     let mut failure = None;
     let mut resubmit = false;
+    let mut artifacts = Vec::new();
 
     if details.status == "Canceled" {
         // A canceled job's results are discarded.
@@ -289,12 +300,15 @@ pub fn parse(
                 }
             }
 
+            if case == "test-attachment" {
+                let metadata = metadata_of(result);
+                if let Some(url) = metadata.get("reference").filter(|r| !r.is_null()) {
+                    artifacts.push(LabArtifact { suite: suite.clone(), result: outcome.clone(), url: py_str(url) });
+                }
+            }
+
             if suite == "lava" && case == "job" && outcome == "fail" {
-                let job_metadata = match result.get("metadata") {
-                    Some(Value::String(text)) => yaml_value(text).unwrap_or_else(|_| Value::String(text.clone())),
-                    Some(other) => other.clone(),
-                    None => Value::Null,
-                };
+                let job_metadata = metadata_of(result);
                 failure = Some(py_str(&job_metadata));
                 let error_type = job_metadata.get("error_type").and_then(Value::as_str);
                 if matches!(error_type, Some("Infrastructure" | "Job" | "Lava")) && !settings.work_around_infra_errors {
@@ -337,6 +351,7 @@ pub fn parse(
         raw: Vec::new(),
         failure,
         resubmit,
+        artifacts,
         ..JobResults::default()
     })
 }
