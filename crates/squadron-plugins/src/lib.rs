@@ -16,5 +16,5 @@ pub mod tradefed;
 
 pub use plugin::{
     KnownIssueRef, LabArtifact, LabJob, Plugin, PluginError, PluginInput, Plugins, ReadSeek, StashedAttachment,
-    StepOutput,
+    StepOutput, StopOnRequest,
 };

@@ -42,6 +42,68 @@ pub trait PluginInput: Send + Sync {
     fn download(&self, url: &str) -> Result<String, PluginError> {
         Err(PluginError::BadInput(format!("cannot download {url}: no lab behind this run")))
     }
+    /// Whether the worker wants the step given up (it is shutting down):
+    /// a long step checks it as it reads ([`StopOnRequest`]) and returns
+    /// [`PluginError::Interrupted`]; the step is done again elsewhere.
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// Bytes read between two checks of [`PluginInput::should_stop`].
+const STOP_CHECK_BYTES: u64 = 4 << 20;
+
+/// A reader that fails once the input asks to stop (checked every few MiB),
+/// so a step that reads a huge file gives up within a fraction of a second
+/// of a shutdown.
+pub struct StopOnRequest<'a, R> {
+    inner: R,
+    input: &'a dyn PluginInput,
+    unchecked: u64,
+}
+
+impl<'a, R> StopOnRequest<'a, R> {
+    /// Wraps `inner`, which `input` gave.
+    pub fn new(inner: R, input: &'a dyn PluginInput) -> Self {
+        StopOnRequest { inner, input, unchecked: 0 }
+    }
+
+    fn count(&mut self, bytes: usize) -> std::io::Result<()> {
+        self.unchecked += bytes as u64;
+        if self.unchecked >= STOP_CHECK_BYTES {
+            self.unchecked = 0;
+            if self.input.should_stop() {
+                return Err(std::io::Error::other("the worker is stopping"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for StopOnRequest<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.count(read)?;
+        Ok(read)
+    }
+}
+
+impl<R: BufRead> BufRead for StopOnRequest<'_, R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.count(0)?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.unchecked += amount as u64;
+        self.inner.consume(amount);
+    }
+}
+
+impl<R: Seek> Seek for StopOnRequest<'_, R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
 }
 
 /// What a plugin may know of the CI job a run came from.
@@ -123,6 +185,9 @@ pub enum PluginError {
     /// Reading the input failed; worth retrying.
     #[error("cannot read the plugin's input: {0}")]
     Io(#[from] std::io::Error),
+    /// The step was given up because the worker is stopping.
+    #[error("the worker is stopping")]
+    Interrupted,
 }
 
 /// A post-processing plugin.
@@ -214,6 +279,44 @@ mod tests {
         fn step(&self, _: &dyn PluginInput, _: Option<&serde_json::Value>) -> Result<StepOutput, PluginError> {
             Ok(StepOutput::default())
         }
+    }
+
+    /// A run with a big log whose worker starts stopping at once.
+    struct Stopping(Vec<u8>);
+
+    impl PluginInput for Stopping {
+        fn log(&self) -> std::io::Result<Option<Box<dyn BufRead + Send + '_>>> {
+            Ok(Some(Box::new(std::io::Cursor::new(&self.0))))
+        }
+        fn attachments(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn attachment(&self, _: &str) -> std::io::Result<Option<Box<dyn ReadSeek + Send + '_>>> {
+            Ok(None)
+        }
+        fn stash(&self, _: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<String> {
+            Err(std::io::Error::other("no stash"))
+        }
+        fn stashed(&self, _: &str) -> std::io::Result<Option<Box<dyn ReadSeek + Send + '_>>> {
+            Ok(None)
+        }
+        fn settings(&self) -> &serde_json::Value {
+            &serde_json::Value::Null
+        }
+        fn should_stop(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_long_read_gives_up_once_the_worker_is_stopping() {
+        let input = Stopping(b"[    1.000000] nothing to see here\n".repeat(1 << 18));
+        let mut reader = StopOnRequest::new(input.log().unwrap().unwrap(), &input);
+        let mut read = Vec::new();
+        assert!(reader.read_to_end(&mut read).is_err());
+        assert!(read.len() as u64 <= STOP_CHECK_BYTES + (64 << 10), "stopped within a few MiB: {}", read.len());
+        let step = crate::linux_log::LinuxLogParser.step(&input, None);
+        assert!(matches!(step, Err(PluginError::Interrupted)), "{step:?}");
     }
 
     #[test]

@@ -33,6 +33,21 @@ pub struct Job {
     completed: bool,
 }
 
+/// Whether a run should stop, readable from any thread
+/// ([`Job::stop_signal`]).
+#[derive(Clone, Debug)]
+pub struct StopSignal {
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+}
+
+impl StopSignal {
+    /// Whether the worker is shutting down or the run lost its lease.
+    pub fn is_set(&self) -> bool {
+        self.shutdown.is_cancelled() || self.lost.is_cancelled()
+    }
+}
+
 impl Job {
     pub(crate) fn new(
         claimed: Claimed,
@@ -80,6 +95,12 @@ impl Job {
     /// Whether the run should stop at its next step boundary.
     pub fn should_stop(&self) -> bool {
         self.shutdown.is_cancelled() || self.lost.is_cancelled()
+    }
+
+    /// A handle that tells, from any thread, whether the run should stop:
+    /// for work that checks it inside a long step and gives the step up.
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal { shutdown: self.shutdown.clone(), lost: self.lost.clone() }
     }
 
     /// Resolves once the run should stop (to cut a long wait short).

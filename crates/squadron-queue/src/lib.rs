@@ -63,7 +63,7 @@ mod worker;
 pub use backoff::Backoff;
 pub use db::{install_sqlite_wake, Conn, QueueDb, QueueTx, StepTx, Wake, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use enqueue::{Enqueued, Queue};
-pub use job::Job;
+pub use job::{Job, StopSignal};
 pub use lease::{Released, INTERRUPT_BUDGET};
 pub use metrics::Metrics;
 pub use periodic::{Fired, Periodic, Scheduler};

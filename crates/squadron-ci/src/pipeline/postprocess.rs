@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use squadron_plugins::{KnownIssueRef, LabJob, PluginError, PluginInput, ReadSeek, StashedAttachment, StepOutput};
-use squadron_queue::{Job, NewTask, Outcome, StepTx, Task, TaskError};
+use squadron_queue::{Job, NewTask, Outcome, StepTx, StopSignal, Task, TaskError};
 use squadron_store::blob::BlobStore;
 use squadron_store::sql::Sql;
 use squadron_store::{Store, WriteTx};
@@ -57,6 +57,8 @@ pub struct RunInput {
     attachments: Vec<(String, String)>,
     settings: Value,
     job: Option<LabJob>,
+    /// Set once the task's run should stop.
+    stop: Option<StopSignal>,
 }
 
 /// The largest file a plugin downloads from a lab.
@@ -95,6 +97,7 @@ impl RunInput {
             attachments,
             settings: Value::Object(settings),
             job,
+            stop: None,
         }))
     }
 
@@ -196,6 +199,10 @@ impl PluginInput for RunInput {
     fn download(&self, url: &str) -> Result<String, PluginError> {
         self.runtime.block_on(self.fetch(url))
     }
+
+    fn should_stop(&self) -> bool {
+        self.stop.as_ref().is_some_and(StopSignal::is_set)
+    }
 }
 
 /// A blob written from a blocking thread.
@@ -227,9 +234,10 @@ impl Task for PostprocessRun {
     type Context = Ci;
 
     async fn run(&self, cx: &Ci, job: &mut Job) -> Result<Outcome, TaskError> {
-        let Some(input) = RunInput::load(cx, self.testrun_id, self.testjob_id).await? else {
+        let Some(mut input) = RunInput::load(cx, self.testrun_id, self.testjob_id).await? else {
             return Ok(Outcome::Done);
         };
+        input.stop = Some(job.stop_signal());
         let Some(plugin) = cx.plugins.get(&self.plugin) else {
             warn!(plugin = %self.plugin, testrun = self.testrun_id, "plugin unknown to this worker; skipped");
             return self.last_step(cx, job, RunAdditions::default()).await;
@@ -250,6 +258,10 @@ impl Task for PostprocessRun {
                 Ok(output) => output,
                 Err(PluginError::BadInput(message)) => {
                     return self.last_step(cx, job, RunAdditions::failure(&self.plugin, message)).await
+                }
+                Err(PluginError::Interrupted) => {
+                    job.check_stop()?;
+                    return Err(TaskError::Interrupted);
                 }
                 Err(e) => return Err(TaskError::failed(e)),
             };

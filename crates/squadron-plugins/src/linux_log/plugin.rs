@@ -2,14 +2,16 @@
 //! `linux-log-parser`, squad-client's default, which SQUAD 1.98 silently
 //! ignores: here it is an alias, so projects set up with squad-client get
 //! the parser they asked for) and `linux_log_parser_build`. Each reads the
-//! run's log in one streaming pass, as one step.
+//! run's log in one streaming pass, as one step; a worker that is stopping
+//! makes the step give up within a few MiB (it is done again elsewhere,
+//! from the start).
 
 use std::io::BufRead;
 
 use squadron_core::submission::SubmittedTest;
 
 use super::{parse_boot_log, parse_build_log, LogParseError, LogTest};
-use crate::{Plugin, PluginError, PluginInput, StepOutput};
+use crate::{Plugin, PluginError, PluginInput, StepOutput, StopOnRequest};
 
 /// `linux_log_parser`: kernel failures in a boot or test log.
 pub struct LinuxLogParser;
@@ -28,7 +30,13 @@ fn run(
     let Some(log) = input.log()? else {
         return Ok(StepOutput::default());
     };
-    let found = parse(log).map_err(|LogParseError::Io(e)| PluginError::Io(e))?;
+    let found = parse(Box::new(StopOnRequest::new(log, input))).map_err(|LogParseError::Io(e)| {
+        if input.should_stop() {
+            PluginError::Interrupted
+        } else {
+            PluginError::Io(e)
+        }
+    })?;
     let tests = found
         .iter()
         .map(|t| SubmittedTest {

@@ -42,7 +42,7 @@ use squadron_core::submission::{SubmittedMetric, SubmittedTest};
 use super::archive::{detect_format, extract_test_result, Format, Limits, TEST_RESULT};
 use super::decorate::{DecorateState, Decorator};
 use super::results::{Counts, Cursor, Parser, TradefedTest};
-use crate::{KnownIssueRef, LabJob, Plugin, PluginError, PluginInput, StashedAttachment, StepOutput};
+use crate::{KnownIssueRef, LabJob, Plugin, PluginError, PluginInput, StashedAttachment, StepOutput, StopOnRequest};
 
 /// Tests parsed and written per step when every test is recorded.
 pub const BATCH_TESTS: usize = 5000;
@@ -258,7 +258,7 @@ impl Tradefed {
         mode: Mode,
         attach_report: bool,
     ) -> Result<StepOutput, PluginError> {
-        let mut file = open(input, &archive)?;
+        let mut file = StopOnRequest::new(open(input, &archive)?, input);
         let mut failure = None;
         let key = input.stash(&mut |out| {
             if let Err(e) = extract_test_result(&mut file, out, &Limits::default()) {
@@ -266,6 +266,9 @@ impl Tradefed {
             }
             Ok(())
         })?;
+        if input.should_stop() {
+            return Err(PluginError::Interrupted);
+        }
         if let Some(e) = failure {
             let name = match &archive {
                 File::Attachment(name) => name.as_str(),
