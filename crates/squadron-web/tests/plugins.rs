@@ -97,24 +97,38 @@ both_engines! {
         assert_eq!(build_status(&api, build).await["finished"], true);
     }
 
-    async fn a_damaged_results_archive_is_a_failure_recorded_on_the_run(db: TestDb) {
+    async fn bad_tradefed_input_is_a_failure_recorded_on_the_run(db: TestDb) {
         let api = Api::new(db).await;
         api.db.execute("UPDATE projects SET enabled_plugins_list = 'tradefed' WHERE slug = 'p'").await;
-        let archive = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tradefed/squad-linaro-plugins/test_output.tar.xz")).unwrap();
-        // Cut inside the report (the rest of the archive is other files).
-        let damaged = &archive[..1000];
-        let (status, run) = api
-            .post_multipart("/api/submit/g/p/v1/x86", Some(&api.admin), &[("tests", r#"{"a": "pass"}"#), ("metadata", r#"{"job_id": "7"}"#)], &[("attachment", "results.tar.xz", damaged)])
-            .await;
-        assert_eq!(status, 201, "{run}");
-        let build = api.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {run}")).await;
-        run_plugins_until(&api.db, "SELECT COUNT(*) FROM build_status WHERE finished").await;
-        assert_eq!(api.db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {run}")).await, 1, "nothing partial");
-        let (_, metadata) = api.call(reqwest::Method::GET, &format!("/api/testruns/{run}/metadata_file/"), None).await;
-        let failure = metadata["tradefed_failure"].as_str().unwrap_or_else(|| panic!("{metadata}"));
-        assert!(failure.contains("results.tar.xz"), "{failure}");
-        assert_eq!(metadata["job_id"], "7", "the submitted metadata is kept");
-        assert_eq!(build_status(&api, build).await["finished"], true);
+        let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tradefed/");
+        let archive = std::fs::read(format!("{testdata}squad-linaro-plugins/test_output.tar.xz")).unwrap();
+        let report = std::fs::read(format!("{testdata}inline/test_result-with-failures.xml")).unwrap();
+        let utf16: Vec<u8> = [0xFF, 0xFE].into_iter()
+            .chain(String::from_utf8_lossy(&report).encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let cases: [(&str, &[u8], &str); 3] = [
+            // Cut inside the report (the rest of the archive is other files).
+            ("results.tar.xz", &archive[..1000], "results.tar.xz"),
+            ("test_result.xml", &report[..report.len() / 2], "test_result.xml"),
+            ("test_result.xml", &utf16, "UTF-16"),
+        ];
+        for (version, (file, content, expected)) in cases.into_iter().enumerate() {
+            let url = format!("/api/submit/g/p/v{version}/x86");
+            let (status, run) = api
+                .post_multipart(&url, Some(&api.admin), &[("tests", r#"{"a": "pass"}"#), ("metadata", r#"{"job_id": "7"}"#)], &[("attachment", file, content)])
+                .await;
+            assert_eq!(status, 201, "{run}");
+            let build = api.db.scalar(&format!("SELECT build_id FROM testruns WHERE id = {run}")).await;
+            run_plugins_until(&api.db, &format!("SELECT COUNT(*) FROM build_status WHERE finished AND build_id = {build}")).await;
+            let written = api.db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {run}")).await;
+            let (_, metadata) = api.call(reqwest::Method::GET, &format!("/api/testruns/{run}/metadata_file/"), None).await;
+            let failure = metadata["tradefed_failure"].as_str().unwrap_or_else(|| panic!("{file}: {metadata}"));
+            assert!(failure.contains(expected), "{failure}");
+            assert_eq!(metadata["job_id"], "7", "the submitted metadata is kept");
+            // What was written before the failure came with a checkpoint:
+            // a truncated report keeps its complete batches (none here).
+            assert_eq!(written, 1, "{file}: nothing partial");
+        }
         assert_eq!(api.db.scalar("SELECT COUNT(*) FROM pending_postprocess").await, 0);
     }
 }
