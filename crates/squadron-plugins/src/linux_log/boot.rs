@@ -3,12 +3,13 @@
 use std::io::BufRead;
 use std::sync::LazyLock;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use memchr::memmem;
 use regex::Regex;
 
 use super::collect::{Collector, Naming};
 use super::engine::{Pattern, PatternSet, SegmentMatcher, Trigger};
-use super::lines::LineSplitter;
+use super::lines::{decode, Line, LineSplitter, Prescan};
 use super::naming::remove_numbers_and_time;
 use super::{read_all, LogParseError, LogTest};
 
@@ -117,14 +118,94 @@ static PATTERNS: LazyLock<PatternSet> = LazyLock::new(|| {
 static KERNEL_MESSAGE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!("{TSTAMP}{PID}? ")).expect("kernel message pattern"));
 
+/// Where [`KERNEL_MESSAGE`] first matches in `line`, found by a byte scan:
+/// `Ok(None)` when it does not match, `Err(())` when a non-ASCII byte is in
+/// the way (`\d` and `\s` take some non-ASCII characters) and the regex
+/// must decide.
+fn kernel_message_start(line: &[u8]) -> Result<Option<usize>, ()> {
+    let mut from = 0;
+    while let Some(found) = memchr::memchr(b'[', &line[from..]) {
+        let at = from + found;
+        if kernel_message_at(line, at)? {
+            return Ok(Some(at));
+        }
+        from = at + 1;
+    }
+    Ok(None)
+}
+
+/// Whether `\[[ \d]+\.[ \d]+\](?:\s*?\[\s*?[CT]\d+\s*?\])? ` matches at
+/// `at` (a `[`); `Err(())` when that depends on a non-ASCII character. No
+/// part of the pattern can give back what it took to let the rest match
+/// (each class excludes the byte that follows it), so one forward scan
+/// decides.
+fn kernel_message_at(line: &[u8], at: usize) -> Result<bool, ()> {
+    // The byte at `i`, `Err` if it is not ASCII; 0 past the end (matches nothing).
+    let byte = |i: usize| match line.get(i) {
+        Some(&b) if b >= 0x80 => Err(()),
+        Some(&b) => Ok(b),
+        None => Ok(0),
+    };
+    let span = |mut i: usize, class: fn(u8) -> bool| -> Result<usize, ()> {
+        while class(byte(i)?) {
+            i += 1;
+        }
+        Ok(i)
+    };
+    let time = |b: u8| b == b' ' || b.is_ascii_digit();
+    // Python's and the regex crate's `\s` on ASCII: `[\t\n\v\f\r ]`.
+    let space = |b: u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+    let digit = |b: u8| b.is_ascii_digit();
+    // `\[[ \d]+\.[ \d]+\]`
+    let i = span(at + 1, time)?;
+    if i == at + 1 || byte(i)? != b'.' {
+        return Ok(false);
+    }
+    let j = span(i + 1, time)?;
+    if j == i + 1 || byte(j)? != b']' {
+        return Ok(false);
+    }
+    let after = j + 1;
+    // No caller id, then the space.
+    if byte(after)? == b' ' {
+        return Ok(true);
+    }
+    // `\s*?\[\s*?[CT]\d+\s*?\] `
+    let k = span(after, space)?;
+    if byte(k)? != b'[' {
+        return Ok(false);
+    }
+    let k = span(k + 1, space)?;
+    if !matches!(byte(k)?, b'C' | b'T') {
+        return Ok(false);
+    }
+    let d = span(k + 1, digit)?;
+    if d == k + 1 {
+        return Ok(false);
+    }
+    let e = span(d, space)?;
+    Ok(byte(e)? == b']' && byte(e + 1)? == b' ')
+}
+
 /// `root@<anything>:/#` or `:~#`, one of the three boot/test split points.
 static ROOT_PROMPT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"root@(.*):[/~]#").expect("root prompt pattern"));
+
+static LOGIN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b" login:"));
+static CONSOLE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"console:/"));
+
+/// A literal each split point holds, to rule out the lines without one.
+static SPLIT_LITERALS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostFirst)
+        .build([" login:", "console:/", "root@"])
+        .expect("split literals build")
+});
 
 /// Where SQUAD would cut the log in this line: the earliest ` login:`,
 /// `console:/` or `root@<host>:/#` (or `:~#`).
 fn split_point(line: &str) -> Option<usize> {
-    let login = memmem::find(line.as_bytes(), b" login:");
-    let console = memmem::find(line.as_bytes(), b"console:/");
+    let login = LOGIN.find(line.as_bytes());
+    let console = CONSOLE.find(line.as_bytes());
     let root = ROOT_PROMPT.find(line).map(|m| m.start());
     [login, console, root].into_iter().flatten().min()
 }
@@ -150,8 +231,14 @@ struct BootState {
     /// The last kernel message (if `holding`), held back until we know
     /// whether another follows it (`\n`) or its part ends (no `\n`).
     held: String,
+    /// Whether `held` may hold one of the patterns' literals.
+    held_literal: bool,
     holding: bool,
     collector: Collector,
+    /// Rules out lines without a split point (before the split).
+    split_scan: Prescan,
+    /// Rules out lines without any pattern's literal.
+    pattern_scan: Prescan,
 }
 
 impl Default for BootLogParser {
@@ -170,8 +257,11 @@ impl BootLogParser {
                 part: 0,
                 matcher: SegmentMatcher::new(&PATTERNS),
                 held: String::new(),
+                held_literal: false,
                 holding: false,
                 collector: Collector::new(&PATTERNS, naming, &SUITES),
+                split_scan: Prescan::new(&SPLIT_LITERALS),
+                pattern_scan: Prescan::new(PATTERNS.literals()),
             },
         }
     }
@@ -179,51 +269,68 @@ impl BootLogParser {
     /// Feeds the next bytes of the log (any size, cut anywhere).
     pub fn feed(&mut self, bytes: &[u8]) {
         let state = &mut self.state;
-        self.lines.feed(bytes, |line, _| state.line(line));
+        state.split_scan.new_piece();
+        state.pattern_scan.new_piece();
+        self.lines.feed(bytes, |line| state.line(bytes, &line));
     }
 
     /// Ends the log and returns the tests: boot suite first, then test
     /// suite; within a suite pattern by pattern in SQUAD's order.
     pub fn finish(mut self) -> Vec<LogTest> {
         let state = &mut self.state;
-        self.lines.finish(|line, _| state.line(line));
+        self.lines.finish(|line| state.line(&[], &line));
         self.state.end_part();
         self.state.collector.into_tests()
     }
 }
 
 impl BootState {
-    fn line(&mut self, line: &str) {
-        if self.part == 0 {
-            if let Some(at) = split_point(line) {
-                self.message(&line[..at]);
+    /// Takes the next line of the log, cut from `piece`.
+    fn line(&mut self, piece: &[u8], line: &Line<'_>) {
+        if self.part == 0 && self.split_scan.may_hold(piece, line) {
+            let text = line.text();
+            if let Some(at) = split_point(&text) {
+                self.message(&text[..at], true);
                 self.end_part();
                 self.part = 1;
-                self.message(&line[at..]);
+                self.message(&text[at..], true);
                 return;
             }
         }
-        self.message(line);
+        let literal = self.pattern_scan.may_hold(piece, line);
+        match kernel_message_start(line.bytes) {
+            Ok(None) => {}
+            // The message starts at an ASCII byte: decoding it alone gives
+            // the same text as decoding the line.
+            Ok(Some(at)) => self.hold(&decode(&line.bytes[at..]), literal),
+            Err(()) => self.message(&line.text(), literal),
+        }
     }
 
-    fn message(&mut self, text: &str) {
-        let Some(found) = KERNEL_MESSAGE.find(text) else {
-            return;
-        };
+    /// Keeps the kernel message in `text`, if there is one.
+    fn message(&mut self, text: &str, literal: bool) {
+        if let Some(found) = KERNEL_MESSAGE.find(text) {
+            self.hold(&text[found.start()..], literal);
+        }
+    }
+
+    /// Passes on the message held so far (a `\n` follows it) and holds `message`.
+    fn hold(&mut self, message: &str, literal: bool) {
         let mut held = std::mem::take(&mut self.held);
         if self.holding {
-            self.push(&held, true);
+            self.push(&held, true, self.held_literal);
         }
         held.clear();
-        held.push_str(&text[found.start()..]);
+        held.push_str(message);
         self.held = held;
+        self.held_literal = literal;
         self.holding = true;
     }
 
     fn end_part(&mut self) {
         if self.holding {
             let last = std::mem::take(&mut self.held);
-            self.push(&last, false);
+            self.push(&last, false, self.held_literal);
             self.held = last;
             self.holding = false;
         }
@@ -231,9 +338,9 @@ impl BootState {
         matcher.finish(&mut |pattern, snippet| collector.record(*part, pattern, snippet));
     }
 
-    fn push(&mut self, message: &str, newline: bool) {
+    fn push(&mut self, message: &str, newline: bool, literal: bool) {
         let BootState { part, matcher, collector, .. } = self;
-        matcher.push(message, newline, &mut |pattern, snippet| collector.record(*part, pattern, snippet));
+        matcher.push(message, newline, literal, &mut |pattern, snippet| collector.record(*part, pattern, snippet));
     }
 }
 

@@ -332,14 +332,15 @@ impl Engine {
     fn on(&mut self, event: &Event<'_>) {
         let Engine { matcher, context, collector } = self;
         match *event {
-            Event::Text(line, newline) => matcher
-                .push(line, newline, &mut |pattern, snippet| collector.record(0, pattern, &context.prepend(snippet))),
+            Event::Text(line, newline) => matcher.push(line, newline, true, &mut |pattern, snippet| {
+                collector.record(0, pattern, &context.prepend(snippet))
+            }),
             Event::Keyword(text, keyword, newline) => {
                 matcher.finish(&mut |pattern, snippet| collector.record(0, pattern, &context.prepend(snippet)));
                 context.update(keyword, text);
                 if newline {
                     // The text block after a keyword starts with the `\n` that ends it.
-                    matcher.push("", true, &mut |pattern, snippet| {
+                    matcher.push("", true, false, &mut |pattern, snippet| {
                         collector.record(0, pattern, &context.prepend(snippet))
                     });
                 }
@@ -404,13 +405,13 @@ impl BuildLogParser {
     /// Feeds the next bytes of the log (any size, cut anywhere).
     pub fn feed(&mut self, bytes: &[u8]) {
         let state = &mut self.state;
-        self.lines.feed(bytes, |line, newline| state.line(line, newline));
+        self.lines.feed(bytes, |line| state.line(&line.text(), line.newline));
     }
 
     /// Ends the log and returns the tests, pattern by pattern in SQUAD's order.
     pub fn finish(mut self) -> Vec<LogTest> {
         let state = &mut self.state;
-        self.lines.finish(|line, newline| state.line(line, newline));
+        self.lines.finish(|line| state.line(&line.text(), line.newline));
         let BuildState { splitter, gcc, clang, saw_gcc, saw_clang } = self.state;
         let mut engines = [gcc, Some(clang)];
         let mut splitter = splitter;

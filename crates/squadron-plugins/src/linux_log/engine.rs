@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 use regex_automata::{meta, Anchored, Input};
 
@@ -160,6 +160,10 @@ impl Pattern {
 pub(crate) struct PatternSet {
     pub(crate) patterns: Vec<Pattern>,
     literals: AhoCorasick,
+    /// The same literals, for finding whether any occurs in a text: with
+    /// leftmost semantics the search can use a vectorised prefilter
+    /// (Teddy), which the overlapping search of `literals` cannot.
+    any_literal: AhoCorasick,
     /// Per literal: patterns it lets start in its own line, and in the line before.
     literal_masks: Vec<(u64, u64)>,
 }
@@ -187,8 +191,18 @@ impl PatternSet {
                 }
             }
         }
+        let any_literal = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&literals)
+            .expect("literal prefilter builds");
         let literals = AhoCorasick::new(&literals).expect("literal prefilter builds");
-        PatternSet { patterns, literals, literal_masks }
+        PatternSet { patterns, literals, any_literal, literal_masks }
+    }
+
+    /// The literals of the prefilter: a line holding none of them starts no match
+    /// (nor does the line before it).
+    pub(crate) fn literals(&self) -> &AhoCorasick {
+        &self.any_literal
     }
 
     /// Which patterns may start in `line` (first) and in the line before it (second).
@@ -341,9 +355,11 @@ impl SegmentMatcher {
     }
 
     /// Adds the next line of the segment; `newline` says whether a `\n`
-    /// follows it in the segment's text.
-    pub(crate) fn push(&mut self, line: &str, newline: bool, emit: &mut impl FnMut(usize, &str)) {
-        let (this, previous) = self.set.masks(line);
+    /// follows it in the segment's text. `literal` is false when the caller
+    /// knows the line holds none of the set's [`PatternSet::literals`]
+    /// (then the prefilter need not run on it).
+    pub(crate) fn push(&mut self, line: &str, newline: bool, literal: bool, emit: &mut impl FnMut(usize, &str)) {
+        let (this, previous) = if literal { self.set.masks(line) } else { (0, 0) };
         if previous != 0 {
             if let Some(before) = self.window.back_mut() {
                 before.mask |= previous;
