@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::collect::{Collector, Naming};
 use super::engine::{Pattern, PatternSet, SegmentMatcher, Trigger};
-use super::lines::{decode, Line, LineSplitter, Prescan};
+use super::lines::{Line, LineSplitter, Prescan};
 use super::naming::remove_numbers_and_time;
 use super::{read_all, LogParseError, LogTest};
 
@@ -228,12 +228,6 @@ struct BootState {
     /// 0 before the split point (boot), 1 after it (test).
     part: usize,
     matcher: SegmentMatcher,
-    /// The last kernel message (if `holding`), held back until we know
-    /// whether another follows it (`\n`) or its part ends (no `\n`).
-    held: String,
-    /// Whether `held` may hold one of the patterns' literals.
-    held_literal: bool,
-    holding: bool,
     collector: Collector,
     /// Rules out lines without a split point (before the split).
     split_scan: Prescan,
@@ -255,13 +249,10 @@ impl BootLogParser {
             lines: LineSplitter::default(),
             state: BootState {
                 part: 0,
-                matcher: SegmentMatcher::new(&PATTERNS),
-                held: String::new(),
-                held_literal: false,
-                holding: false,
+                matcher: SegmentMatcher::with_tentative_newlines(&PATTERNS),
                 collector: Collector::new(&PATTERNS, naming, &SUITES),
                 split_scan: Prescan::new(&SPLIT_LITERALS),
-                pattern_scan: Prescan::new(PATTERNS.literals()),
+                pattern_scan: Prescan::new(PATTERNS.any_literal()),
             },
         }
     }
@@ -302,7 +293,7 @@ impl BootState {
             Ok(None) => {}
             // The message starts at an ASCII byte: decoding it alone gives
             // the same text as decoding the line.
-            Ok(Some(at)) => self.hold(&decode(&line.bytes[at..]), literal),
+            Ok(Some(at)) => self.hold(&line.text_from(at), literal),
             Err(()) => self.message(&line.text(), literal),
         }
     }
@@ -314,33 +305,18 @@ impl BootState {
         }
     }
 
-    /// Passes on the message held so far (a `\n` follows it) and holds `message`.
+    /// Passes on a kernel message. Whether a `\n` follows it in the part's
+    /// text is only known with the next line: it is passed on as if one
+    /// did, and [`Self::end_part`] takes it back from the last message.
     fn hold(&mut self, message: &str, literal: bool) {
-        let mut held = std::mem::take(&mut self.held);
-        if self.holding {
-            self.push(&held, true, self.held_literal);
-        }
-        held.clear();
-        held.push_str(message);
-        self.held = held;
-        self.held_literal = literal;
-        self.holding = true;
+        let BootState { part, matcher, collector, .. } = self;
+        matcher.push(message, true, literal, &mut |pattern, snippet| collector.record(*part, pattern, snippet));
     }
 
     fn end_part(&mut self) {
-        if self.holding {
-            let last = std::mem::take(&mut self.held);
-            self.push(&last, false, self.held_literal);
-            self.held = last;
-            self.holding = false;
-        }
         let BootState { part, matcher, collector, .. } = self;
+        matcher.last_line_unterminated();
         matcher.finish(&mut |pattern, snippet| collector.record(*part, pattern, snippet));
-    }
-
-    fn push(&mut self, message: &str, newline: bool, literal: bool) {
-        let BootState { part, matcher, collector, .. } = self;
-        matcher.push(message, newline, literal, &mut |pattern, snippet| collector.record(*part, pattern, snippet));
     }
 }
 
@@ -353,4 +329,125 @@ pub fn parse_boot_log(input: impl BufRead) -> Result<Vec<LogTest>, LogParseError
     let mut parser = BootLogParser::new();
     read_all(input, |bytes| parser.feed(bytes))?;
     Ok(parser.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linux_log::{WINDOW_BYTES, WINDOW_LINES};
+
+    /// The byte scan finds the kernel message where the regex does, or
+    /// leaves it to the regex when a non-ASCII character is in the way.
+    #[test]
+    fn kernel_message_scan_agrees_with_the_regex() {
+        let alphabet =
+            ["[", "[", "]", "]", " ", " ", "0", "7", ".", "T", "C", "\t", "\x0b", "\r", "x", "\u{663}", "\u{a0}", "é"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % n as u64).expect("small")
+        };
+        let mut unsure = 0;
+        for round in 0..200_000 {
+            let mut line = String::new();
+            // Start most lines with something close to a timestamp.
+            if round % 2 == 0 {
+                line.push_str(["[  1.5]", "[ 12.000001] [T1", "[0.0]\t[ C2 ]", "[1.2][T3]"][next(4)]);
+            }
+            for _ in 0..next(14) {
+                line.push_str(alphabet[next(alphabet.len())]);
+            }
+            let expected = KERNEL_MESSAGE.find(&line).map(|m| m.start());
+            match kernel_message_start(line.as_bytes()) {
+                Ok(found) => assert_eq!(found, expected, "{line:?}"),
+                Err(()) => {
+                    assert!(!line.is_ascii(), "{line:?}");
+                    unsure += 1;
+                }
+            }
+        }
+        assert!(unsure < 100_000, "{unsure} lines left to the regex");
+        for (line, expected) in [
+            ("[    1.000000] a", Some(0)),
+            ("x [ 1.0] [ T12 ] a", Some(2)),
+            ("[ 1.0]\t[C1]\t a", None),
+            ("[ 1.0] [T] a", Some(0)),
+            ("[ 1.0][T1]x", None),
+            ("[ .0] a", Some(0)),
+            ("[.0] [1.] [1.0]x", None),
+            ("[[ 1.0] ", Some(1)),
+        ] {
+            assert_eq!(kernel_message_start(line.as_bytes()), Ok(expected), "{line:?}");
+            assert_eq!(KERNEL_MESSAGE.find(line).map(|m| m.start()), expected, "{line:?}");
+        }
+    }
+
+    fn fixture_logs() -> Vec<Vec<u8>> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+        let mut logs = Vec::new();
+        for dir in ["squad/linux_log_parser", "external/lava-kernel-logs"] {
+            let mut paths: Vec<_> = std::fs::read_dir(root.join(dir))
+                .expect("fixture directory")
+                .map(|entry| entry.expect("fixture entry").path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "log" || ext == "txt"))
+                .collect();
+            paths.sort();
+            logs.extend(paths.iter().map(|path| std::fs::read(path).expect("fixture log")));
+        }
+        assert!(logs.len() >= 20, "{} fixture logs", logs.len());
+        logs
+    }
+
+    fn parse_in_pieces(log: &[u8], size: usize) -> Vec<LogTest> {
+        let mut parser = BootLogParser::new();
+        log.chunks(size).for_each(|piece| parser.feed(piece));
+        parser.finish()
+    }
+
+    /// Lines cut by piece boundaries, checked line by line, and lines in
+    /// one piece, ruled out piece by piece, give the same tests.
+    #[test]
+    fn pieces_do_not_matter_on_any_fixture() {
+        for mut log in fixture_logs() {
+            let whole = parse_boot_log(log.as_slice()).expect("in memory");
+            for size in [1, 5, 64, 1000, 4096] {
+                assert_eq!(parse_in_pieces(&log, size), whole, "pieces of {size} bytes");
+            }
+            // Invalid UTF-8 in a piece only changes the lines that hold it.
+            log.splice(log.len() / 2..log.len() / 2, *b"\xff\xfe");
+            let whole = parse_boot_log(log.as_slice()).expect("in memory");
+            for size in [7, 4096] {
+                assert_eq!(parse_in_pieces(&log, size), whole, "pieces of {size} bytes, invalid UTF-8");
+            }
+        }
+    }
+
+    /// A part's last message has no `\n` after it: a report ending there
+    /// fits a window of exactly [`WINDOW_BYTES`], one byte more does not.
+    #[test]
+    fn last_message_of_a_part_fits_the_window_without_its_newline() {
+        let report = |size: usize| {
+            let first = "[    1.000000] ------------[ cut here ]------------\n";
+            let last = "[    2.000000] ---[ end trace 0000000000000000 ]---";
+            let fillers = 8_000;
+            assert!(fillers < WINDOW_LINES);
+            let filler = |len: usize| format!("[    1.500000] {}\n", "x".repeat(len - 16));
+            // Lines of about 1 KiB (longer ones would be cut at `MAX_LINE_BYTES`).
+            let body = size - first.len() - last.len();
+            let mut log = String::from(first);
+            for n in 0..fillers {
+                log.push_str(&filler(body / fillers + usize::from(n < body % fillers)));
+            }
+            log.push_str(last);
+            assert_eq!(log.len(), size);
+            log.push_str("\nhost login: root\n");
+            parse_boot_log(log.as_bytes()).expect("in memory")
+        };
+        let fits = report(WINDOW_BYTES);
+        assert!(fits.iter().any(|t| t.suite == "log-parser-boot" && t.name.starts_with("exception-")), "{fits:?}");
+        let beyond = report(WINDOW_BYTES + 1);
+        assert!(beyond.is_empty(), "{:?}", beyond.iter().map(|t| &t.name).collect::<Vec<_>>());
+    }
 }

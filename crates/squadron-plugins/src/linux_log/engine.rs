@@ -191,9 +191,15 @@ impl PatternSet {
                 }
             }
         }
+        // A literal holding another one adds nothing to "does any occur".
+        let needed: Vec<&str> = literals
+            .iter()
+            .filter(|literal| !literals.iter().any(|other| other != *literal && literal.contains(other)))
+            .copied()
+            .collect();
         let any_literal = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
-            .build(&literals)
+            .build(needed)
             .expect("literal prefilter builds");
         let literals = AhoCorasick::new(&literals).expect("literal prefilter builds");
         PatternSet { patterns, literals, any_literal, literal_masks }
@@ -201,7 +207,7 @@ impl PatternSet {
 
     /// The literals of the prefilter: a line holding none of them starts no match
     /// (nor does the line before it).
-    pub(crate) fn literals(&self) -> &AhoCorasick {
+    pub(crate) fn any_literal(&self) -> &AhoCorasick {
         &self.any_literal
     }
 
@@ -259,6 +265,9 @@ pub(crate) struct LineWindow {
     lines: VecDeque<LineRec>,
     /// How many lines, from the front, the front line's window holds.
     window_lines: usize,
+    /// Whether the `\n` after the last line pushed may still be taken back
+    /// ([`Self::last_line_unterminated`]).
+    tentative: bool,
 }
 
 impl LineWindow {
@@ -272,6 +281,18 @@ impl LineWindow {
         self.grow();
     }
 
+    /// Drops the `\n` after the last line pushed, if it has one.
+    pub(crate) fn last_line_unterminated(&mut self) {
+        if let Some(last) = self.lines.back_mut() {
+            if last.newline {
+                last.newline = false;
+                self.buf.pop();
+                // One byte less may let the line into the front's window.
+                self.grow();
+            }
+        }
+    }
+
     /// The last line pushed, if not consumed yet.
     pub(crate) fn back_mut(&mut self) -> Option<&mut LineRec> {
         self.lines.back_mut()
@@ -280,7 +301,16 @@ impl LineWindow {
     /// Whether the front line can be processed: its whole window is here
     /// (a line after the window has arrived), or no more lines will come.
     pub(crate) fn ready(&self, finished: bool) -> bool {
-        !self.lines.is_empty() && (finished || self.window_lines < self.lines.len())
+        if self.lines.is_empty() || (!finished && self.window_lines == self.lines.len()) {
+            return false;
+        }
+        if finished || !self.tentative || self.window_lines + 1 < self.lines.len() {
+            return true;
+        }
+        // Only the last line is left out: for want of one byte (its `\n`,
+        // which may be taken back), the window is not complete yet.
+        let last = self.lines[self.window_lines];
+        self.window_lines > WINDOW_LINES || last.start + last.len - self.lines[0].start > WINDOW_BYTES
     }
 
     pub(crate) fn front(&self) -> LineRec {
@@ -312,8 +342,11 @@ impl LineWindow {
     }
 
     pub(crate) fn pop_front(&mut self, count: usize) {
-        let count = count.min(self.lines.len());
-        self.lines.drain(..count);
+        if count == 1 {
+            self.lines.pop_front();
+        } else {
+            self.lines.drain(..count.min(self.lines.len()));
+        }
         self.window_lines = self.window_lines.saturating_sub(count);
         let keep_from = self.lines.front().map_or(self.base + self.buf.len(), |line| line.start);
         let consumed = keep_from - self.base;
@@ -354,9 +387,17 @@ impl SegmentMatcher {
         SegmentMatcher { set, window: LineWindow::default(), cursor: 0 }
     }
 
+    /// A matcher whose caller pushes every line with a `\n` after it and,
+    /// when the segment ends, takes back the last one
+    /// ([`Self::last_line_unterminated`]).
+    pub(crate) fn with_tentative_newlines(set: &'static PatternSet) -> Self {
+        let window = LineWindow { tentative: true, ..LineWindow::default() };
+        SegmentMatcher { set, window, cursor: 0 }
+    }
+
     /// Adds the next line of the segment; `newline` says whether a `\n`
     /// follows it in the segment's text. `literal` is false when the caller
-    /// knows the line holds none of the set's [`PatternSet::literals`]
+    /// knows the line holds none of the set's [`PatternSet::any_literal`]
     /// (then the prefilter need not run on it).
     pub(crate) fn push(&mut self, line: &str, newline: bool, literal: bool, emit: &mut impl FnMut(usize, &str)) {
         let (this, previous) = if literal { self.set.masks(line) } else { (0, 0) };
@@ -369,6 +410,16 @@ impl SegmentMatcher {
         while self.window.ready(false) {
             self.step(emit);
         }
+    }
+
+    /// Takes back the `\n` after the last line pushed: the segment ends
+    /// with that line. Only for a matcher made
+    /// [`Self::with_tentative_newlines`], before [`Self::finish`]: no match
+    /// has seen that `\n` yet, as a line is only matched once its window
+    /// is complete, which needs a line after it (or the end) and, with
+    /// tentative newlines, no doubt about whether the last line fits.
+    pub(crate) fn last_line_unterminated(&mut self) {
+        self.window.last_line_unterminated();
     }
 
     /// Ends the segment; the matcher is then ready for a new one.

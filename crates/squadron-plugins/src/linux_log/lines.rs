@@ -1,4 +1,5 @@
-//! Cutting a byte stream into lines: bounded, lossily decoded.
+//! Cutting a byte stream into lines: bounded, lossily decoded, and ruled
+//! out in bulk when they cannot hold a literal.
 
 use std::borrow::Cow;
 
@@ -18,6 +19,9 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Line<'a> {
     pub(crate) bytes: &'a [u8],
+    /// `bytes` as text, when they are known to be valid UTF-8 (checked
+    /// for a whole piece at once, which is much faster than line by line).
+    pub(crate) valid: Option<&'a str>,
     /// Whether a `\n` ended the line (only the input's last line has none).
     pub(crate) newline: bool,
     /// Where the whole line (up to its `\n`) lies in the piece being fed,
@@ -27,10 +31,19 @@ pub(crate) struct Line<'a> {
     pub(crate) span: Option<(usize, usize)>,
 }
 
-impl Line<'_> {
+impl<'a> Line<'a> {
     /// The line as text, invalid UTF-8 replaced by U+FFFD.
-    pub(crate) fn text(&self) -> Cow<'_, str> {
-        decode(self.bytes)
+    pub(crate) fn text(&self) -> Cow<'a, str> {
+        self.text_from(0)
+    }
+
+    /// The line from byte `at` on (an ASCII character, or the end) as text,
+    /// invalid UTF-8 replaced by U+FFFD.
+    pub(crate) fn text_from(&self, at: usize) -> Cow<'a, str> {
+        match self.valid {
+            Some(text) => Cow::Borrowed(&text[at..]),
+            None => decode(&self.bytes[at..]),
+        }
     }
 }
 
@@ -55,16 +68,25 @@ impl LineSplitter {
                 return;
             };
             self.keep(&data[..newline]);
-            emit(Line { bytes: &self.pending, newline: true, span: None });
+            emit(Line { bytes: &self.pending, valid: None, newline: true, span: None });
             self.pending.clear();
             self.partial = false;
             start = newline + 1;
         }
         let base = start;
-        for newline in memchr::memchr_iter(b'\n', &data[base..]) {
+        let complete = memchr::memrchr(b'\n', &data[base..]).map_or(0, |last| last + 1);
+        // The complete lines' text, up to the first invalid UTF-8 if any.
+        let valid = match std::str::from_utf8(&data[base..base + complete]) {
+            Ok(text) => text,
+            Err(e) => std::str::from_utf8(&data[base..base + e.valid_up_to()]).unwrap_or_default(),
+        };
+        for newline in memchr::memchr_iter(b'\n', &data[base..base + complete]) {
             let end = base + newline;
-            let bytes = &data[start..end.min(start + MAX_LINE_BYTES)];
-            emit(Line { bytes, newline: true, span: Some((start, end)) });
+            let cut = end.min(start + MAX_LINE_BYTES);
+            let bytes = &data[start..cut];
+            // `get` is `None` past the valid text or for a cut inside a character.
+            let valid = valid.get(start - base..cut - base);
+            emit(Line { bytes, valid, newline: true, span: Some((start, end)) });
             start = end + 1;
         }
         if start < data.len() {
@@ -77,7 +99,7 @@ impl LineSplitter {
     /// ending in `\n` has no such line).
     pub(crate) fn finish(&mut self, mut emit: impl FnMut(Line<'_>)) {
         if !self.pending.is_empty() {
-            emit(Line { bytes: &self.pending, newline: false, span: None });
+            emit(Line { bytes: &self.pending, valid: None, newline: false, span: None });
         }
         self.pending.clear();
         self.partial = false;
@@ -94,7 +116,7 @@ impl LineSplitter {
 /// Decoding a part of a line that starts at an ASCII byte gives the same
 /// text as the matching part of the decoded line: an ASCII byte is never
 /// part of a multi-byte sequence, valid or not.
-pub(crate) fn decode(bytes: &[u8]) -> Cow<'_, str> {
+fn decode(bytes: &[u8]) -> Cow<'_, str> {
     // `from_utf8` checks ASCII a word at a time; the lossy decoder, byte by
     // byte, is only needed when the line is not valid UTF-8.
     match std::str::from_utf8(bytes) {
