@@ -156,14 +156,26 @@ impl Pattern {
     }
 }
 
+/// A searcher telling whether any of `literals` occurs in a text, as fast
+/// as possible: leftmost semantics let the search use a vectorised
+/// prefilter (Teddy), which an overlapping search cannot, and a literal
+/// holding another one is left out (it adds nothing to "does any occur").
+pub(crate) fn any_of<S: AsRef<str>>(literals: &[S]) -> AhoCorasick {
+    let needed: Vec<&str> = literals
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|literal| !literals.iter().any(|other| other.as_ref() != *literal && literal.contains(other.as_ref())))
+        .collect();
+    AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).build(needed).expect("literal prefilter builds")
+}
+
 /// An ordered list of patterns, SQUAD's `REGEXES`, with its prefilter.
 pub(crate) struct PatternSet {
     pub(crate) patterns: Vec<Pattern>,
     literals: AhoCorasick,
-    /// The same literals, for finding whether any occurs in a text: with
-    /// leftmost semantics the search can use a vectorised prefilter
-    /// (Teddy), which the overlapping search of `literals` cannot.
+    /// The same literals, for finding whether any occurs ([`any_of`]).
     any_literal: AhoCorasick,
+    literal_strings: Vec<&'static str>,
     /// Per literal: patterns it lets start in its own line, and in the line before.
     literal_masks: Vec<(u64, u64)>,
 }
@@ -171,7 +183,7 @@ pub(crate) struct PatternSet {
 impl PatternSet {
     pub(crate) fn new(patterns: Vec<Pattern>) -> Self {
         assert!(patterns.len() <= 64, "a pattern set is a 64-bit mask");
-        let mut literals: Vec<&str> = Vec::new();
+        let mut literals: Vec<&'static str> = Vec::new();
         let mut literal_masks: Vec<(u64, u64)> = Vec::new();
         for (index, pattern) in patterns.iter().enumerate() {
             for trigger in &pattern.triggers {
@@ -191,18 +203,16 @@ impl PatternSet {
                 }
             }
         }
-        // A literal holding another one adds nothing to "does any occur".
-        let needed: Vec<&str> = literals
-            .iter()
-            .filter(|literal| !literals.iter().any(|other| other != *literal && literal.contains(other)))
-            .copied()
-            .collect();
-        let any_literal = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(needed)
-            .expect("literal prefilter builds");
+        let any_literal = any_of(&literals);
+        let literal_strings = literals.clone();
         let literals = AhoCorasick::new(&literals).expect("literal prefilter builds");
-        PatternSet { patterns, literals, any_literal, literal_masks }
+        PatternSet { patterns, literals, literal_strings, any_literal, literal_masks }
+    }
+
+    /// The literals a line must hold for a pattern to start in it (or in
+    /// the line before it).
+    pub(crate) fn literal_strings(&self) -> &[&'static str] {
+        &self.literal_strings
     }
 
     /// The literals of the prefilter: a line holding none of them starts no match
