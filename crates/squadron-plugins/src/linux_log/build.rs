@@ -8,7 +8,7 @@ use aho_corasick::AhoCorasick;
 use memchr::memmem;
 use regex_automata::meta;
 
-use super::collect::{Collector, Naming};
+use super::collect::{Collector, Naming, RecentNames};
 use super::engine::{anchored_regex, any_of, match_at, LineWindow, Pattern, PatternSet, SegmentMatcher, Trigger};
 use super::lines::{Line, LineSplitter, Prescan};
 use super::naming::clean_build_name;
@@ -353,19 +353,20 @@ impl Engine {
         }
     }
 
-    fn on(&mut self, event: &Event<'_>) {
+    /// Takes the next event; `names` is shared with the other toolchain's
+    /// engine, which sees the same events and mostly the same matches.
+    fn on(&mut self, event: &Event<'_>, names: &mut RecentNames) {
         let Engine { matcher, context, collector } = self;
+        let mut record = |pattern, snippet: &str| collector.record_with(0, pattern, &context.prepend(snippet), names);
         match *event {
-            Event::Text(line, newline, literal) => matcher.push(line, newline, literal, &mut |pattern, snippet| {
-                collector.record(0, pattern, &context.prepend(snippet))
-            }),
+            Event::Text(line, newline, literal) => matcher.push(line, newline, literal, &mut record),
             Event::Keyword(text, keyword, newline) => {
-                matcher.finish(&mut |pattern, snippet| collector.record(0, pattern, &context.prepend(snippet)));
+                matcher.finish(&mut record);
                 context.update(keyword, text);
                 if newline {
                     // The text block after a keyword starts with the `\n` that ends it.
                     matcher.push("", true, false, &mut |pattern, snippet| {
-                        collector.record(0, pattern, &context.prepend(snippet))
+                        collector.record_with(0, pattern, &context.prepend(snippet), names)
                     });
                 }
             }
@@ -407,6 +408,7 @@ struct BuildState {
     clang: Engine,
     saw_gcc: bool,
     saw_clang: bool,
+    names: RecentNames,
 }
 
 impl Default for BuildLogParser {
@@ -428,6 +430,7 @@ impl BuildLogParser {
                 clang: Engine::new(&CLANG, "log-parser-build-clang"),
                 saw_gcc: false,
                 saw_clang: false,
+                names: RecentNames::default(),
             },
         }
     }
@@ -444,10 +447,10 @@ impl BuildLogParser {
     pub fn finish(mut self) -> Vec<LogTest> {
         let state = &mut self.state;
         self.lines.finish(|line| state.line(&[], &line));
-        let BuildState { splitter, gcc, clang, saw_gcc, saw_clang, .. } = self.state;
+        let BuildState { splitter, gcc, clang, saw_gcc, saw_clang, mut names, .. } = self.state;
         let mut engines = [gcc, Some(clang)];
         let mut splitter = splitter;
-        splitter.finish(&mut |event| engines.iter_mut().flatten().for_each(|engine| engine.on(&event)));
+        splitter.finish(&mut |event| engines.iter_mut().flatten().for_each(|engine| engine.on(&event, &mut names)));
         let [gcc, clang] = engines;
         let chosen = if saw_clang {
             clang
@@ -475,12 +478,12 @@ impl BuildState {
         }
         let literal = self.pattern_scan.may_hold(piece, line);
         let text = line.text();
-        let BuildState { splitter, gcc, clang, .. } = self;
+        let BuildState { splitter, gcc, clang, names, .. } = self;
         splitter.push(&text, line.newline, rare, literal, &mut |event| {
             if let Some(gcc) = gcc.as_mut() {
-                gcc.on(&event);
+                gcc.on(&event, names);
             }
-            clang.on(&event);
+            clang.on(&event, names);
         });
     }
 }
