@@ -123,6 +123,10 @@ static KERNEL_MESSAGE: LazyLock<Regex> =
 /// the way (`\d` and `\s` take some non-ASCII characters) and the regex
 /// must decide.
 fn kernel_message_start(line: &[u8]) -> Result<Option<usize>, ()> {
+    // Most kernel messages start their line: no search then.
+    if line.first() == Some(&b'[') && kernel_message_at(line, 0)? {
+        return Ok(Some(0));
+    }
     let mut from = 0;
     while let Some(found) = memchr::memchr(b'[', &line[from..]) {
         let at = from + found;
