@@ -297,7 +297,7 @@ impl BootState {
             Ok(None) => {}
             // The message starts at an ASCII byte: decoding it alone gives
             // the same text as decoding the line.
-            Ok(Some(at)) => self.hold(&line.text_from(at), literal),
+            Ok(Some(at)) => self.pass_on(&line.text_from(at), literal),
             Err(()) => self.message(&line.text(), literal),
         }
     }
@@ -305,14 +305,14 @@ impl BootState {
     /// Keeps the kernel message in `text`, if there is one.
     fn message(&mut self, text: &str, literal: bool) {
         if let Some(found) = KERNEL_MESSAGE.find(text) {
-            self.hold(&text[found.start()..], literal);
+            self.pass_on(&text[found.start()..], literal);
         }
     }
 
     /// Passes on a kernel message. Whether a `\n` follows it in the part's
     /// text is only known with the next line: it is passed on as if one
     /// did, and [`Self::end_part`] takes it back from the last message.
-    fn hold(&mut self, message: &str, literal: bool) {
+    fn pass_on(&mut self, message: &str, literal: bool) {
         let BootState { part, matcher, collector, .. } = self;
         matcher.push(message, true, literal, &mut |pattern, snippet| collector.record(*part, pattern, snippet));
     }

@@ -16,10 +16,12 @@
 //! as one match, where SQUAD, which has the whole log in memory, would
 //! find it.
 //!
-//! Lines are prefiltered with one Aho-Corasick pass over the literal text
-//! each pattern needs in its first line (or, for reports that start with a
-//! line of `=`, in the line after it); regexes only run on the few lines
-//! that pass.
+//! Lines are prefiltered by the literal text each pattern needs in its
+//! first line (or, for reports that start with a line of `=`, in the line
+//! after it): callers rule out most lines with one search over a whole
+//! piece of input ([`PatternSet::any_literal`], [`super::lines::Prescan`]),
+//! an overlapping Aho-Corasick search of the others tells which patterns
+//! may start there, and regexes only run on the few lines that pass.
 
 use std::collections::VecDeque;
 
