@@ -9,7 +9,9 @@
 //! it is read: dmesg lines with a `cut here` warning block every 2,000 lines
 //! and a KASAN report every 5,000, or with `--build` the fixture
 //! `gcc_x86_64_26861563.log` over and over. Prints the input size, MB/s,
-//! the number of tests and the process's peak resident memory.
+//! the number of tests and the process's peak resident memory. With
+//! `--dump`, then prints every test (suite, name, kind, number of snippets,
+//! SHA-256 of its log), to compare the output of two builds.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -92,12 +94,14 @@ fn peak_rss_kib() -> Option<u64> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut build = false;
+    let mut dump = false;
     let mut size_mb: u64 = 256;
     let mut path: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--build" => build = true,
+            "--dump" => dump = true,
             "--size" => size_mb = args.next().ok_or("--size needs a number of MB")?.parse()?,
             _ => path = Some(arg.into()),
         }
@@ -129,6 +133,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match peak_rss_kib() {
         Some(kib) => println!("peak RSS: {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: unknown (no /proc/self/status)"),
+    }
+    if dump {
+        use sha2::{Digest, Sha256};
+        for test in &tests {
+            let digest = hex::encode(Sha256::digest(test.log().as_bytes()));
+            println!("{}\t{}\t{:?}\t{}\t{digest}", test.suite, test.name, test.kind, test.snippets.len());
+        }
     }
     Ok(())
 }

@@ -4,12 +4,13 @@
 use std::io::BufRead;
 use std::sync::LazyLock;
 
+use aho_corasick::AhoCorasick;
 use memchr::memmem;
 use regex_automata::meta;
 
-use super::collect::{Collector, Naming};
-use super::engine::{anchored_regex, match_at, LineWindow, Pattern, PatternSet, SegmentMatcher, Trigger};
-use super::lines::LineSplitter;
+use super::collect::{Collector, Naming, RecentNames};
+use super::engine::{anchored_regex, any_of, match_at, LineWindow, Pattern, PatternSet, SegmentMatcher, Trigger};
+use super::lines::{Line, LineSplitter, Prescan};
 use super::naming::clean_build_name;
 use super::{read_all, LogParseError, LogTest};
 
@@ -220,14 +221,34 @@ fn keyword_regex(keyword: Keyword) -> &'static meta::Regex {
     &KEYWORDS.iter().find(|(k, _)| *k == keyword).expect("every keyword has a pattern").1
 }
 
-/// Whether a keyword can start this line (cheap test before the regexes).
-fn may_be_keyword(line: &str) -> bool {
-    line.starts_with("make") || line.starts_with("In file") || memmem::find(line.as_bytes(), b"In function").is_some()
+static IN_FUNCTION: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"In function"));
+static TOOLCHAIN_CLANG: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"--toolchain=clang"));
+static TOOLCHAIN_GCC: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"--toolchain=gcc"));
+
+/// What a line needs for [`IN_FUNCTION`] or the toolchain finders to find
+/// anything: rules lines out piece by piece.
+static RARE_LITERALS: LazyLock<AhoCorasick> = LazyLock::new(|| any_of(&["In function", "--toolchain="]));
+
+/// What a line needs for a pattern of either toolchain to start in it (or
+/// in the line before it): rules lines out piece by piece.
+static PATTERN_LITERALS: LazyLock<AhoCorasick> =
+    LazyLock::new(|| any_of(&[GCC.literal_strings(), CLANG.literal_strings()].concat()));
+
+/// Whether a keyword can start this line (cheap test before the regexes);
+/// `rare` is false when the line is known not to hold `In function`.
+fn may_be_keyword(line: &str, rare: bool) -> bool {
+    line.starts_with("make") || line.starts_with("In file") || (rare && IN_FUNCTION.find(line.as_bytes()).is_some())
 }
 
+/// In a [`KeywordSplitter`]'s line masks: a keyword may start in the line.
+const KEYWORD: u64 = 1;
+/// In a [`KeywordSplitter`]'s line masks: the line may hold a pattern literal.
+const LITERAL: u64 = 2;
+
 enum Event<'a> {
-    /// A line of text between keywords, and whether `\n` follows it.
-    Text(&'a str, bool),
+    /// A line of text between keywords, whether `\n` follows it, and
+    /// whether it may hold a pattern literal.
+    Text(&'a str, bool, bool),
     /// A keyword block, what `process_blocks` takes it for, and whether `\n` follows it.
     Keyword(&'a str, Keyword, bool),
 }
@@ -241,8 +262,11 @@ struct KeywordSplitter {
 }
 
 impl KeywordSplitter {
-    fn push(&mut self, line: &str, newline: bool, on: &mut impl FnMut(Event<'_>)) {
-        self.window.push(line, newline, u64::from(may_be_keyword(line)));
+    /// Adds a line; `rare` and `literal` are false when the line is known
+    /// not to hold [`RARE_LITERALS`] or [`PATTERN_LITERALS`].
+    fn push(&mut self, line: &str, newline: bool, rare: bool, literal: bool, on: &mut impl FnMut(Event<'_>)) {
+        let mask = if may_be_keyword(line, rare) { KEYWORD } else { 0 } | if literal { LITERAL } else { 0 };
+        self.window.push(line, newline, mask);
         while self.window.ready(false) {
             self.step(on);
         }
@@ -257,11 +281,11 @@ impl KeywordSplitter {
     fn step(&mut self, on: &mut impl FnMut(Event<'_>)) {
         let front = self.window.front();
         let hay = self.window.window();
-        let found = (front.mask != 0)
+        let found = (front.mask & KEYWORD != 0)
             .then(|| KEYWORDS.iter().find_map(|(keyword, re)| Some((*keyword, match_at(re, hay, 0)?))))
             .flatten();
         let Some((keyword, end)) = found else {
-            on(Event::Text(&hay[..front.len], front.newline));
+            on(Event::Text(&hay[..front.len], front.newline, front.mask & LITERAL != 0));
             self.window.pop_front(1);
             return;
         };
@@ -329,18 +353,20 @@ impl Engine {
         }
     }
 
-    fn on(&mut self, event: &Event<'_>) {
+    /// Takes the next event; `names` is shared with the other toolchain's
+    /// engine, which sees the same events and mostly the same matches.
+    fn on(&mut self, event: &Event<'_>, names: &mut RecentNames) {
         let Engine { matcher, context, collector } = self;
+        let mut record = |pattern, snippet: &str| collector.record_with(0, pattern, &context.prepend(snippet), names);
         match *event {
-            Event::Text(line, newline) => matcher
-                .push(line, newline, &mut |pattern, snippet| collector.record(0, pattern, &context.prepend(snippet))),
+            Event::Text(line, newline, literal) => matcher.push(line, newline, literal, &mut record),
             Event::Keyword(text, keyword, newline) => {
-                matcher.finish(&mut |pattern, snippet| collector.record(0, pattern, &context.prepend(snippet)));
+                matcher.finish(&mut record);
                 context.update(keyword, text);
                 if newline {
                     // The text block after a keyword starts with the `\n` that ends it.
-                    matcher.push("", true, &mut |pattern, snippet| {
-                        collector.record(0, pattern, &context.prepend(snippet))
+                    matcher.push("", true, false, &mut |pattern, snippet| {
+                        collector.record_with(0, pattern, &context.prepend(snippet), names)
                     });
                 }
             }
@@ -372,12 +398,17 @@ pub struct BuildLogParser {
 }
 
 struct BuildState {
+    /// Rules out lines without `In function` or `--toolchain=`.
+    rare_scan: Prescan,
+    /// Rules out lines without any pattern's literal.
+    pattern_scan: Prescan,
     splitter: KeywordSplitter,
     /// Dropped once `--toolchain=clang` is seen: clang wins then.
     gcc: Option<Engine>,
     clang: Engine,
     saw_gcc: bool,
     saw_clang: bool,
+    names: RecentNames,
 }
 
 impl Default for BuildLogParser {
@@ -392,11 +423,14 @@ impl BuildLogParser {
         BuildLogParser {
             lines: LineSplitter::default(),
             state: BuildState {
+                rare_scan: Prescan::new(&RARE_LITERALS),
+                pattern_scan: Prescan::new(&PATTERN_LITERALS),
                 splitter: KeywordSplitter::default(),
                 gcc: Some(Engine::new(&GCC, "log-parser-build-gcc")),
                 clang: Engine::new(&CLANG, "log-parser-build-clang"),
                 saw_gcc: false,
                 saw_clang: false,
+                names: RecentNames::default(),
             },
         }
     }
@@ -404,17 +438,19 @@ impl BuildLogParser {
     /// Feeds the next bytes of the log (any size, cut anywhere).
     pub fn feed(&mut self, bytes: &[u8]) {
         let state = &mut self.state;
-        self.lines.feed(bytes, |line, newline| state.line(line, newline));
+        state.rare_scan.new_piece();
+        state.pattern_scan.new_piece();
+        self.lines.feed(bytes, |line| state.line(bytes, &line));
     }
 
     /// Ends the log and returns the tests, pattern by pattern in SQUAD's order.
     pub fn finish(mut self) -> Vec<LogTest> {
         let state = &mut self.state;
-        self.lines.finish(|line, newline| state.line(line, newline));
-        let BuildState { splitter, gcc, clang, saw_gcc, saw_clang } = self.state;
+        self.lines.finish(|line| state.line(&[], &line));
+        let BuildState { splitter, gcc, clang, saw_gcc, saw_clang, mut names, .. } = self.state;
         let mut engines = [gcc, Some(clang)];
         let mut splitter = splitter;
-        splitter.finish(&mut |event| engines.iter_mut().flatten().for_each(|engine| engine.on(&event)));
+        splitter.finish(&mut |event| engines.iter_mut().flatten().for_each(|engine| engine.on(&event, &mut names)));
         let [gcc, clang] = engines;
         let chosen = if saw_clang {
             clang
@@ -428,21 +464,26 @@ impl BuildLogParser {
 }
 
 impl BuildState {
-    fn line(&mut self, line: &str, newline: bool) {
-        let bytes = line.as_bytes();
-        if !self.saw_clang && memmem::find(bytes, b"--toolchain=clang").is_some() {
-            self.saw_clang = true;
-            self.gcc = None;
-        }
-        if !self.saw_gcc && memmem::find(bytes, b"--toolchain=gcc").is_some() {
-            self.saw_gcc = true;
-        }
-        let BuildState { splitter, gcc, clang, .. } = self;
-        splitter.push(line, newline, &mut |event| {
-            if let Some(gcc) = gcc.as_mut() {
-                gcc.on(&event);
+    /// Takes the next line of the log, cut from `piece`.
+    fn line(&mut self, piece: &[u8], line: &Line<'_>) {
+        let rare = self.rare_scan.may_hold(piece, line);
+        if rare {
+            if !self.saw_clang && TOOLCHAIN_CLANG.find(line.bytes).is_some() {
+                self.saw_clang = true;
+                self.gcc = None;
             }
-            clang.on(&event);
+            if !self.saw_gcc && TOOLCHAIN_GCC.find(line.bytes).is_some() {
+                self.saw_gcc = true;
+            }
+        }
+        let literal = self.pattern_scan.may_hold(piece, line);
+        let text = line.text();
+        let BuildState { splitter, gcc, clang, names, .. } = self;
+        splitter.push(&text, line.newline, rare, literal, &mut |event| {
+            if let Some(gcc) = gcc.as_mut() {
+                gcc.on(&event, names);
+            }
+            clang.on(&event, names);
         });
     }
 }
@@ -456,4 +497,32 @@ pub fn parse_build_log(input: impl BufRead) -> Result<Vec<LogTest>, LogParseErro
     let mut parser = BuildLogParser::new();
     read_all(input, |bytes| parser.feed(bytes))?;
     Ok(parser.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines cut by piece boundaries, checked line by line, and lines in
+    /// one piece, ruled out piece by piece, give the same tests.
+    #[test]
+    fn pieces_do_not_matter_on_any_fixture() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/squad/linux_log_parser_build");
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .expect("fixture directory")
+            .map(|entry| entry.expect("fixture entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+        paths.sort();
+        assert!(paths.len() >= 20, "{} fixture logs", paths.len());
+        for path in paths {
+            let log = std::fs::read(&path).expect("fixture log");
+            let whole = parse_build_log(log.as_slice()).expect("in memory");
+            for size in [1, 5, 64, 4096] {
+                let mut parser = BuildLogParser::new();
+                log.chunks(size).for_each(|piece| parser.feed(piece));
+                assert_eq!(parser.finish(), whole, "{} in pieces of {size} bytes", path.display());
+            }
+        }
+    }
 }

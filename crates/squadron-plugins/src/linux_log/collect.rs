@@ -1,7 +1,9 @@
 //! Turning snippets into tests, as SQUAD's `create_name_log_dict` and
 //! `create_squad_tests_from_name_log_dict` do, within bounded memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+
+use regex::Regex;
 
 use super::engine::PatternSet;
 use super::naming::{create_name, shasum};
@@ -28,6 +30,35 @@ pub const MAX_TESTS: usize = 10_000;
 /// still reported but their logs get no more snippets (SQUAD has no such
 /// limit; it takes thousands of large distinct reports to reach it).
 pub const MAX_KEPT_SNIPPET_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many recent names [`RecentNames`] keeps.
+const RECENT_NAMES: usize = 8;
+
+/// The last few slugs made ([`create_name`]), by extraction pattern and
+/// snippet: the build parser runs both toolchains' patterns until it knows
+/// which one the log is for, and both usually match the same snippets.
+#[derive(Default)]
+pub(crate) struct RecentNames {
+    /// (extraction pattern, snippet, slug), the newest last.
+    entries: VecDeque<(String, String, Option<String>)>,
+}
+
+impl RecentNames {
+    /// `create_name(snippet, extract, clean)`, from memory when it was
+    /// just made; callers must always pass the same `clean` for a pattern.
+    fn slug(&mut self, snippet: &str, extract: &Regex, clean: fn(&str) -> String) -> Option<String> {
+        let pattern = extract.as_str();
+        if let Some((_, _, slug)) = self.entries.iter().find(|(p, s, _)| p == pattern && s == snippet) {
+            return slug.clone();
+        }
+        let slug = create_name(snippet, extract, clean);
+        if self.entries.len() == RECENT_NAMES {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((pattern.to_owned(), snippet.to_owned(), slug.clone()));
+        slug
+    }
+}
 
 /// How a parser names tests.
 pub(crate) struct Naming {
@@ -125,8 +156,21 @@ impl Collector {
 
     /// Records that pattern `pattern` matched `snippet` in suite `suite`.
     pub(crate) fn record(&mut self, suite: usize, pattern: usize, snippet: &str) {
+        let slug = create_name(snippet, &self.patterns.patterns[pattern].extract, self.naming.clean);
+        self.record_named(suite, pattern, snippet, slug);
+    }
+
+    /// [`Self::record`], taking the name from `names` when it was just made
+    /// for the same snippet and extraction pattern (by a collector with the
+    /// same [`Naming`]).
+    pub(crate) fn record_with(&mut self, suite: usize, pattern: usize, snippet: &str, names: &mut RecentNames) {
+        let slug = names.slug(snippet, &self.patterns.patterns[pattern].extract, self.naming.clean);
+        self.record_named(suite, pattern, snippet, slug);
+    }
+
+    fn record_named(&mut self, suite: usize, pattern: usize, snippet: &str, slug: Option<String>) {
         let definition = &self.patterns.patterns[pattern];
-        let name = match create_name(snippet, &definition.extract, self.naming.clean) {
+        let name = match slug {
             Some(slug) => {
                 let mut name = format!("{}-{slug}", definition.name);
                 // Names are ASCII (a slug is), so bytes are characters.

@@ -16,14 +16,16 @@
 //! as one match, where SQUAD, which has the whole log in memory, would
 //! find it.
 //!
-//! Lines are prefiltered with one Aho-Corasick pass over the literal text
-//! each pattern needs in its first line (or, for reports that start with a
-//! line of `=`, in the line after it); regexes only run on the few lines
-//! that pass.
+//! Lines are prefiltered by the literal text each pattern needs in its
+//! first line (or, for reports that start with a line of `=`, in the line
+//! after it): callers rule out most lines with one search over a whole
+//! piece of input ([`PatternSet::any_literal`], [`super::lines::Prescan`]),
+//! an overlapping Aho-Corasick search of the others tells which patterns
+//! may start there, and regexes only run on the few lines that pass.
 
 use std::collections::VecDeque;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 use regex_automata::{meta, Anchored, Input};
 
@@ -156,10 +158,26 @@ impl Pattern {
     }
 }
 
+/// A searcher telling whether any of `literals` occurs in a text, as fast
+/// as possible: leftmost semantics let the search use a vectorised
+/// prefilter (Teddy), which an overlapping search cannot, and a literal
+/// holding another one is left out (it adds nothing to "does any occur").
+pub(crate) fn any_of<S: AsRef<str>>(literals: &[S]) -> AhoCorasick {
+    let needed: Vec<&str> = literals
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|literal| !literals.iter().any(|other| other.as_ref() != *literal && literal.contains(other.as_ref())))
+        .collect();
+    AhoCorasick::builder().match_kind(MatchKind::LeftmostFirst).build(needed).expect("literal prefilter builds")
+}
+
 /// An ordered list of patterns, SQUAD's `REGEXES`, with its prefilter.
 pub(crate) struct PatternSet {
     pub(crate) patterns: Vec<Pattern>,
     literals: AhoCorasick,
+    /// The same literals, for finding whether any occurs ([`any_of`]).
+    any_literal: AhoCorasick,
+    literal_strings: Vec<&'static str>,
     /// Per literal: patterns it lets start in its own line, and in the line before.
     literal_masks: Vec<(u64, u64)>,
 }
@@ -167,7 +185,7 @@ pub(crate) struct PatternSet {
 impl PatternSet {
     pub(crate) fn new(patterns: Vec<Pattern>) -> Self {
         assert!(patterns.len() <= 64, "a pattern set is a 64-bit mask");
-        let mut literals: Vec<&str> = Vec::new();
+        let mut literals: Vec<&'static str> = Vec::new();
         let mut literal_masks: Vec<(u64, u64)> = Vec::new();
         for (index, pattern) in patterns.iter().enumerate() {
             for trigger in &pattern.triggers {
@@ -187,8 +205,22 @@ impl PatternSet {
                 }
             }
         }
+        let any_literal = any_of(&literals);
+        let literal_strings = literals.clone();
         let literals = AhoCorasick::new(&literals).expect("literal prefilter builds");
-        PatternSet { patterns, literals, literal_masks }
+        PatternSet { patterns, literals, literal_strings, any_literal, literal_masks }
+    }
+
+    /// The literals a line must hold for a pattern to start in it (or in
+    /// the line before it).
+    pub(crate) fn literal_strings(&self) -> &[&'static str] {
+        &self.literal_strings
+    }
+
+    /// The literals of the prefilter: a line holding none of them starts no match
+    /// (nor does the line before it).
+    pub(crate) fn any_literal(&self) -> &AhoCorasick {
+        &self.any_literal
     }
 
     /// Which patterns may start in `line` (first) and in the line before it (second).
@@ -245,6 +277,9 @@ pub(crate) struct LineWindow {
     lines: VecDeque<LineRec>,
     /// How many lines, from the front, the front line's window holds.
     window_lines: usize,
+    /// Whether the `\n` after the last line pushed may still be taken back
+    /// ([`Self::last_line_unterminated`]).
+    tentative: bool,
 }
 
 impl LineWindow {
@@ -258,6 +293,18 @@ impl LineWindow {
         self.grow();
     }
 
+    /// Drops the `\n` after the last line pushed, if it has one.
+    pub(crate) fn last_line_unterminated(&mut self) {
+        if let Some(last) = self.lines.back_mut() {
+            if last.newline {
+                last.newline = false;
+                self.buf.pop();
+                // One byte less may let the line into the front's window.
+                self.grow();
+            }
+        }
+    }
+
     /// The last line pushed, if not consumed yet.
     pub(crate) fn back_mut(&mut self) -> Option<&mut LineRec> {
         self.lines.back_mut()
@@ -266,7 +313,16 @@ impl LineWindow {
     /// Whether the front line can be processed: its whole window is here
     /// (a line after the window has arrived), or no more lines will come.
     pub(crate) fn ready(&self, finished: bool) -> bool {
-        !self.lines.is_empty() && (finished || self.window_lines < self.lines.len())
+        if self.lines.is_empty() || (!finished && self.window_lines == self.lines.len()) {
+            return false;
+        }
+        if finished || !self.tentative || self.window_lines + 1 < self.lines.len() {
+            return true;
+        }
+        // Only the last line is left out: for want of one byte (its `\n`,
+        // which may be taken back), the window is not complete yet.
+        let last = self.lines[self.window_lines];
+        self.window_lines > WINDOW_LINES || last.start + last.len - self.lines[0].start > WINDOW_BYTES
     }
 
     pub(crate) fn front(&self) -> LineRec {
@@ -298,8 +354,11 @@ impl LineWindow {
     }
 
     pub(crate) fn pop_front(&mut self, count: usize) {
-        let count = count.min(self.lines.len());
-        self.lines.drain(..count);
+        if count == 1 {
+            self.lines.pop_front();
+        } else {
+            self.lines.drain(..count.min(self.lines.len()));
+        }
         self.window_lines = self.window_lines.saturating_sub(count);
         let keep_from = self.lines.front().map_or(self.base + self.buf.len(), |line| line.start);
         let consumed = keep_from - self.base;
@@ -340,10 +399,20 @@ impl SegmentMatcher {
         SegmentMatcher { set, window: LineWindow::default(), cursor: 0 }
     }
 
+    /// A matcher whose caller pushes every line with a `\n` after it and,
+    /// when the segment ends, takes back the last one
+    /// ([`Self::last_line_unterminated`]).
+    pub(crate) fn with_tentative_newlines(set: &'static PatternSet) -> Self {
+        let window = LineWindow { tentative: true, ..LineWindow::default() };
+        SegmentMatcher { set, window, cursor: 0 }
+    }
+
     /// Adds the next line of the segment; `newline` says whether a `\n`
-    /// follows it in the segment's text.
-    pub(crate) fn push(&mut self, line: &str, newline: bool, emit: &mut impl FnMut(usize, &str)) {
-        let (this, previous) = self.set.masks(line);
+    /// follows it in the segment's text. `literal` is false when the caller
+    /// knows the line holds none of the set's [`PatternSet::any_literal`]
+    /// (then the prefilter need not run on it).
+    pub(crate) fn push(&mut self, line: &str, newline: bool, literal: bool, emit: &mut impl FnMut(usize, &str)) {
+        let (this, previous) = if literal { self.set.masks(line) } else { (0, 0) };
         if previous != 0 {
             if let Some(before) = self.window.back_mut() {
                 before.mask |= previous;
@@ -353,6 +422,16 @@ impl SegmentMatcher {
         while self.window.ready(false) {
             self.step(emit);
         }
+    }
+
+    /// Takes back the `\n` after the last line pushed: the segment ends
+    /// with that line. Only for a matcher made
+    /// [`Self::with_tentative_newlines`], before [`Self::finish`]: no match
+    /// has seen that `\n` yet, as a line is only matched once its window
+    /// is complete, which needs a line after it (or the end) and, with
+    /// tentative newlines, no doubt about whether the last line fits.
+    pub(crate) fn last_line_unterminated(&mut self) {
+        self.window.last_line_unterminated();
     }
 
     /// Ends the segment; the matcher is then ready for a new one.

@@ -122,7 +122,8 @@ pub(crate) fn slugify(text: &str) -> String {
     let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '\x1c'..='\x1f');
     let mut slug = String::with_capacity(text.len());
     let mut separator = false;
-    for c in text.nfkd().filter(char::is_ascii).map(|c| c.to_ascii_lowercase()) {
+    let mut add = |c: char| {
+        let c = c.to_ascii_lowercase();
         if c == '-' || is_space(c) {
             separator = true;
         } else if c.is_ascii_alphanumeric() || c == '_' {
@@ -132,6 +133,12 @@ pub(crate) fn slugify(text: &str) -> String {
             }
             slug.push(c);
         }
+    };
+    // NFKD leaves ASCII text as it is: skip the (slow) decomposition then.
+    if text.is_ascii() {
+        text.chars().for_each(&mut add);
+    } else {
+        text.nfkd().filter(char::is_ascii).for_each(&mut add);
     }
     slug.trim_matches(['-', '_']).to_owned()
 }
