@@ -165,6 +165,9 @@ impl Task for PostprocessRun {
         if cursor.is_none() && !plugin.applies_to(input.as_ref()) {
             return self.last_step(cx, job, None).await;
         }
+        // The run is reopened once for all the steps of this attempt: its
+        // suites, known issues and ids are looked up once, not per step.
+        let mut run = None;
         loop {
             let output = {
                 let (plugin, input, from) = (plugin.clone(), input.clone(), cursor.clone());
@@ -178,7 +181,10 @@ impl Task for PostprocessRun {
                 Err(e) => return Err(TaskError::failed(e)),
             };
             if !output.tests.is_empty() || !output.metrics.is_empty() {
-                let mut run = cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?;
+                if run.is_none() {
+                    run = Some(cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?);
+                }
+                let run = run.as_mut().expect("reopened above");
                 run.append(output.tests, output.metrics).await.map_err(TaskError::failed)?;
             }
             match output.next {
