@@ -263,7 +263,7 @@ impl Bench {
         let mut polls = 0u64;
         while self.count(pending.clone()).await? > 0 {
             polls += 1;
-            if polls % 50 == 0 {
+            if polls.is_multiple_of(50) {
                 self.check_no_failure(worker).await?;
             }
             if Instant::now() > deadline {
