@@ -27,7 +27,7 @@ use super::results::{Counts, Cursor, Parser};
 use crate::{Plugin, PluginError, PluginInput, StepOutput};
 
 /// Tests parsed and written per step.
-pub const BATCH_TESTS: usize = 20000;
+pub const BATCH_TESTS: usize = 5000;
 
 /// `tradefed`.
 pub struct Tradefed;
