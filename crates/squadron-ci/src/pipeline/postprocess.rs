@@ -247,6 +247,9 @@ impl Task for PostprocessRun {
         if cursor.is_none() && !plugin.applies_to(input.as_ref()) {
             return self.last_step(cx, job, RunAdditions::default()).await;
         }
+        // The run is reopened once for all the steps of this attempt: its
+        // suites, known issues and ids are looked up once, not per step.
+        let mut run = None;
         loop {
             let output = {
                 let (plugin, input, from) = (plugin.clone(), input.clone(), cursor.clone());
@@ -269,9 +272,14 @@ impl Task for PostprocessRun {
                 let issues: Vec<(String, String)> =
                     known_issues.into_iter().map(|KnownIssueRef { title, test_name }| (title, test_name)).collect();
                 cx.store.file_known_issues(self.testrun_id, &issues).await.map_err(TaskError::failed)?;
+                // The run's known issues are read when it is reopened.
+                run = None;
             }
             if !tests.is_empty() || !metrics.is_empty() {
-                let mut run = cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?;
+                if run.is_none() {
+                    run = Some(cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?);
+                }
+                let run = run.as_mut().expect("reopened above");
                 run.append(tests, metrics).await.map_err(TaskError::failed)?;
             }
             let additions = RunAdditions { attachments, metadata, failure: None };

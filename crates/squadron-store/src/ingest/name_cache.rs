@@ -8,7 +8,8 @@
 //! ids checks the epoch again (`revalidate`). Ids are remembered only after
 //! the transaction that interned them committed. Keys are 128-bit hashes
 //! of (kind, suite, name); the cache holds at most [`NAME_CACHE_ENTRIES`]
-//! (about 32 bytes each) and starts over when full.
+//! (24 bytes each: at most ~50 MiB, the table growing as it fills) and
+//! starts over when full.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -16,8 +17,9 @@ use std::sync::Mutex;
 
 use super::names::{Keys, NameKind};
 
-/// The most names remembered (about 64 MiB).
-pub(crate) const NAME_CACHE_ENTRIES: usize = 1 << 21;
+/// The most names remembered: as many as a table of 2^21 slots holds
+/// without growing (a million-test run fits).
+pub(crate) const NAME_CACHE_ENTRIES: usize = (1 << 21) / 8 * 7;
 
 /// The cache, shared by a store's clones.
 #[derive(Default)]
@@ -28,11 +30,14 @@ pub(crate) struct NameCache {
 #[derive(Default)]
 struct Cached {
     epoch: i64,
-    ids: HashMap<u128, i64>,
+    ids: HashMap<Key, i64>,
 }
 
-/// Two independent 64-bit hashes of the name, as one key.
-fn key(kind: NameKind, suite: &str, name: &str) -> u128 {
+/// Two independent 64-bit hashes of a name (an array, not a `u128`, so
+/// that an entry takes 24 bytes, not 32).
+type Key = [u64; 2];
+
+fn key(kind: NameKind, suite: &str, name: &str) -> Key {
     let half = |seed: u8| {
         let mut hasher = DefaultHasher::new();
         seed.hash(&mut hasher);
@@ -41,7 +46,7 @@ fn key(kind: NameKind, suite: &str, name: &str) -> u128 {
         name.hash(&mut hasher);
         hasher.finish()
     };
-    (u128::from(half(0)) << 64) | u128::from(half(1))
+    [half(0), half(1)]
 }
 
 impl NameCache {
@@ -70,7 +75,7 @@ impl NameCache {
             cached.epoch = epoch;
         }
         if cached.ids.len() + keys.len() > NAME_CACHE_ENTRIES {
-            cached.ids = HashMap::new();
+            cached.ids.clear();
         }
         for ((suite, name), id) in keys.iter().zip(ids) {
             if let Some(id) = id {

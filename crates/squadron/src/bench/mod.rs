@@ -3,6 +3,7 @@
 
 mod ci;
 mod ingest;
+mod plugins;
 mod queue;
 
 use std::path::Path;
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     Queue(QueueArgs),
     /// Test jobs per second through the CI pipeline, and results latency.
     Ci(ci::CiArgs),
+    /// The tradefed plugin end to end: a submitted report drained by real
+    /// workers, and the hand-over of its task on SIGTERM.
+    Plugins(plugins::PluginsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,5 +86,6 @@ pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Ci(args) => ci::run(args).await,
+        BenchCommand::Plugins(args) => plugins::run(args).await,
     }
 }
