@@ -160,8 +160,10 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
-                .pragma("cache_size", "-65536")
-                .pragma("temp_store", "memory");
+                // Temporary storage stays in files (the default): a sort
+                // over a run of millions of tests (its status recount)
+                // spills to disk instead of growing the process by GBs.
+                .pragma("cache_size", "-65536");
             let wake = Wake::default();
             let wake_on_connect = wake.clone();
             let writer = SqlitePoolOptions::new()

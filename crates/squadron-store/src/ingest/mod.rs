@@ -103,7 +103,15 @@ pub struct StagedRun<'s> {
     run: HiddenRun<'s>,
     metadata: squadron_core::submission::RunMetadata,
     batch_rows: usize,
+    /// Rows appended since the planner's statistics were last refreshed.
+    unanalyzed_rows: i64,
 }
+
+/// Rows a run appended to in steps (a plugin's output) gets between two
+/// refreshes of PostgreSQL's statistics: names are looked up in
+/// `suite_metadata` as it grows by millions, and with stale statistics the
+/// planner scans it whole for each batch.
+const ANALYZE_EVERY_ROWS: i64 = 500_000;
 
 impl StagedRun<'_> {
     /// The run's id.
@@ -125,6 +133,11 @@ impl StagedRun<'_> {
         metrics: Vec<squadron_core::submission::SubmittedMetric>,
     ) -> Result<(), IngestError> {
         let rows = self.batch_rows;
+        self.unanalyzed_rows += (tests.len() + metrics.len()) as i64;
+        if self.unanalyzed_rows >= ANALYZE_EVERY_ROWS {
+            self.unanalyzed_rows = 0;
+            self.run.store.refresh_statistics(self.run.id, &["suite_metadata", "tests", "metrics"]);
+        }
         if !tests.is_empty() {
             pipeline(&mut self.run, Batches::from_items(rows, tests)).await?;
         }
@@ -195,7 +208,9 @@ impl Store {
         let StagedRun { mut run, .. } = self.stage(blobs, submission, options).await?;
         let outcome = run.publish(&submission.metadata, on_publish.as_ref(), postprocess.as_ref()).await;
         if let Ok(id) = &outcome {
-            self.refresh_statistics_after(*id, run.written()).await;
+            if run.written() >= LARGE_RUN_ROWS {
+                self.refresh_statistics(*id, &["tests", "metrics"]);
+            }
         }
         if outcome.is_err() {
             if let Err(e) = discard::discard_run(self, run.id).await {
@@ -205,18 +220,18 @@ impl Store {
         outcome
     }
 
-    /// After a large run, asks PostgreSQL to refresh its statistics of the
-    /// results tables in the background: until autovacuum gets to it, the
-    /// planner believes the run has a few rows and sorts it whole for each
-    /// page of a listing. `ANALYZE` reads a fixed-size sample (~0.1 s) and
-    /// blocks no writer. SQLite needs nothing of the kind.
-    async fn refresh_statistics_after(&self, run: i64, rows: i64) {
-        if self.engine_name() != "postgres" || rows < LARGE_RUN_ROWS {
+    /// After a large run, asks PostgreSQL to refresh its statistics of
+    /// `tables` in the background: until autovacuum gets to it, the planner
+    /// believes the run has a few rows and sorts it whole for each page of
+    /// a listing. `ANALYZE` reads a fixed-size sample (~0.1 s) and blocks no
+    /// writer. SQLite needs nothing of the kind.
+    fn refresh_statistics(&self, run: i64, tables: &'static [&'static str]) {
+        if self.engine_name() != "postgres" {
             return;
         }
         let store = self.clone();
         tokio::spawn(async move {
-            for table in ["tests", "metrics"] {
+            for table in tables {
                 if let Err(e) = store.execute_ddl(&format!("ANALYZE {table}")).await {
                     warn!(testrun = run, error = %e, "could not refresh planner statistics");
                 }
@@ -242,7 +257,7 @@ impl Store {
             }
             return Err(e);
         }
-        Ok(StagedRun { run, metadata: submission.metadata.clone(), batch_rows })
+        Ok(StagedRun { run, metadata: submission.metadata.clone(), batch_rows, unanalyzed_rows: 0 })
     }
 
     /// Reopens the visible run `id` so that post-processing can add tests
@@ -250,7 +265,7 @@ impl Store {
     /// recounts its status rows.
     pub async fn reopen_run(&self, id: i64) -> Result<StagedRun<'_>, IngestError> {
         let run = HiddenRun::reopen(self, id).await?;
-        Ok(StagedRun { run, metadata: Default::default(), batch_rows: MAX_BATCH_ROWS })
+        Ok(StagedRun { run, metadata: Default::default(), batch_rows: MAX_BATCH_ROWS, unanalyzed_rows: 0 })
     }
 
     /// Removes hidden runs whose heartbeat is older than `older_than`: what
