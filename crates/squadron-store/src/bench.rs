@@ -42,9 +42,7 @@ pub async fn raw_insert(
         let names: Vec<(String, String)> =
             (start..end).map(|i| (format!("suite{}", suite(i)), format!("test{i}"))).collect();
         let keys: Vec<(&str, &str)> = names.iter().map(|(s, n)| (s.as_str(), n.as_str())).collect();
-        // Nothing is remembered here, so every name is looked up.
-        let epoch = store.name_epoch().await?;
-        let mut ids = store.lookup_names(epoch, NameKind::Test, &keys).await?;
+        let mut ids = store.lookup_names(NameKind::Test, &keys).await?;
         let mut tx = store.begin_write().await?;
         let slugs: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let suite_ids = run.ensure_suites(&mut tx, &slugs).await?;

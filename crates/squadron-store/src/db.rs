@@ -87,7 +87,6 @@ struct Inner {
     engine: Engine,
     url: String,
     stats: HoldStats,
-    names: crate::ingest::name_cache::NameCache,
 }
 
 #[derive(Default)]
@@ -202,23 +201,11 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                engine,
-                url: redact_url(url),
-                stats: HoldStats::default(),
-                names: Default::default(),
-            }),
-        })
+        Ok(Store { inner: Arc::new(Inner { engine, url: redact_url(url), stats: HoldStats::default() }) })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
-    }
-
-    /// The ids of interned names this process has seen.
-    pub(crate) fn name_cache(&self) -> &crate::ingest::name_cache::NameCache {
-        &self.inner.names
     }
 
     /// `sqlite` or `postgres`.

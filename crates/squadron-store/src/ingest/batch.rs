@@ -71,7 +71,7 @@ impl<T: Named> Prepared<T> {
         let items = dedupe(batch, T::key);
         let keys: Vec<(&str, &str)> = items.iter().map(T::key).collect();
         let epoch = store.name_epoch().await?;
-        let ids = store.lookup_names(epoch, T::KIND, &keys).await?;
+        let ids = store.lookup_names(T::KIND, &keys).await?;
         let issues = if T::KIND == NameKind::Test && !known_issues.is_empty() {
             keys.iter().map(|(suite, name)| known_issues.matches(&join_name(suite, name))).collect()
         } else {
@@ -171,16 +171,9 @@ async fn begin_job<T: Named>(job: &mut Job<T>) -> Result<WriteTx, IngestError> {
     check_owner(&mut tx, job.run.test_run, &job.owner).await?;
     let Prepared { items, ids, epoch, .. } = &mut job.batch;
     let keys: Vec<(&str, &str)> = items.iter().map(T::key).collect();
-    revalidate(&mut tx, epoch, T::KIND, &keys, ids).await?;
+    revalidate(&mut tx, *epoch, T::KIND, &keys, ids).await?;
     intern_missing(&mut tx, T::KIND, &keys, ids).await?;
     Ok(tx)
-}
-
-/// Remembers a committed job's name ids for the next batches.
-fn remember_names<T: Named>(job: &Job<T>) {
-    let Prepared { items, ids, epoch, .. } = &job.batch;
-    let keys: Vec<(&str, &str)> = items.iter().map(T::key).collect();
-    job.store.name_cache().remember(*epoch, T::KIND, &keys, ids);
 }
 
 /// Writes a batch of tests in one transaction.
@@ -211,7 +204,6 @@ async fn write_tests(mut job: Job<SubmittedTest>) -> Result<Written, IngestError
         link_known_issues(&mut tx, &inserted.by_metadata, &rows, &batch.issues).await?;
     }
     tx.commit().await?;
-    remember_names(&job);
     let mut status = RunStatus::default();
     for row in &rows {
         status.add_test(row.suite_id, TestStatus::of(row.result, row.has_known_issues));
@@ -240,7 +232,6 @@ async fn write_metrics(mut job: Job<SubmittedMetric>) -> Result<Written, IngestE
         insert_metrics(&mut tx, *run, &rows, Conflict::Update).await?;
     }
     tx.commit().await?;
-    remember_names(&job);
     let mut status = RunStatus::default();
     for (row, metric) in rows.iter().zip(&batch.items) {
         status.add_metric(row.suite_id, &metric.measurements);

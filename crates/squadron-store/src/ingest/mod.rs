@@ -13,7 +13,6 @@
 
 pub(crate) mod batch;
 pub(crate) mod discard;
-pub(crate) mod name_cache;
 pub(crate) mod names;
 pub(crate) mod run;
 

@@ -138,30 +138,18 @@ fn missing<'k>(keys: &Keys<'k>, ids: &[Option<i64>]) -> Vec<(&'k str, &'k str)> 
 }
 
 impl Store {
-    /// Looks up the ids of interned names at name epoch `epoch`, outside
-    /// any write transaction: from the name cache, then the database for
-    /// the rest. `None` where a name is not interned yet.
-    pub(crate) async fn lookup_names(
-        &self,
-        epoch: i64,
-        kind: NameKind,
-        keys: &Keys<'_>,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    /// Looks up the ids of interned names, outside any write transaction.
+    /// `None` where a name is not interned yet.
+    pub(crate) async fn lookup_names(&self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Option<i64>>, StoreError> {
         let mut ids = vec![None; keys.len()];
-        if self.name_cache().fill(epoch, kind, keys, &mut ids) == keys.len() {
+        if keys.is_empty() {
             return Ok(ids);
         }
-        let misses: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
-        let miss_keys: Vec<(&str, &str)> = misses.iter().map(|&i| keys[i]).collect();
         let found = match self.engine() {
-            crate::db::Engine::Sqlite { lookup, .. } => select_sqlite(lookup, kind, &miss_keys).await?,
-            crate::db::Engine::Postgres(pool) => select_postgres(pool, kind, &miss_keys).await?,
+            crate::db::Engine::Sqlite { lookup, .. } => select_sqlite(lookup, kind, keys).await?,
+            crate::db::Engine::Postgres(pool) => select_postgres(pool, kind, keys).await?,
         };
-        for (position, id) in found {
-            if let Some(&i) = misses.get(position as usize) {
-                ids[i] = Some(id);
-            }
-        }
+        place(found, &mut ids);
         Ok(ids)
     }
 }
@@ -175,14 +163,13 @@ impl Store {
     }
 }
 
-/// Makes `ids`, looked up at name epoch `*epoch`, safe to use in `tx`: if
-/// names were deleted since, looks them all up again and sets `*epoch` to
-/// the current one. On PostgreSQL the epoch row is share-locked until `tx`
-/// ends, so no name can be deleted before the rows referring to them are
-/// committed.
+/// Makes `ids`, looked up at name epoch `epoch`, safe to use in `tx`: if
+/// names were deleted since, looks them all up again. On PostgreSQL the
+/// epoch row is share-locked until `tx` ends, so no name can be deleted
+/// before the rows referring to them are committed.
 pub(crate) async fn revalidate(
     tx: &mut WriteTx,
-    epoch: &mut i64,
+    epoch: i64,
     kind: NameKind,
     keys: &Keys<'_>,
     ids: &mut [Option<i64>],
@@ -195,11 +182,10 @@ pub(crate) async fn revalidate(
             sqlx::query_scalar("SELECT epoch FROM name_epoch WHERE id = 1 FOR SHARE").fetch_one(&mut **c).await?
         }
     };
-    if current != *epoch {
+    if current != epoch {
         ids.fill(None);
         let found = with_tx!(tx, c => c.select_names(kind, keys).await)?;
         place(found, ids);
-        *epoch = current;
     }
     Ok(())
 }
