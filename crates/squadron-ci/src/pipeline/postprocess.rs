@@ -249,7 +249,7 @@ impl Task for PostprocessRun {
         }
         // The run is reopened once for all the steps of this attempt: its
         // suites, known issues and ids are looked up once, not per step.
-        let mut run = None;
+        let mut run: Option<squadron_store::ingest::StagedRun<'_>> = None;
         loop {
             let output = {
                 let (plugin, input, from) = (plugin.clone(), input.clone(), cursor.clone());
@@ -272,8 +272,9 @@ impl Task for PostprocessRun {
                 let issues: Vec<(String, String)> =
                     known_issues.into_iter().map(|KnownIssueRef { title, test_name }| (title, test_name)).collect();
                 cx.store.file_known_issues(self.testrun_id, &issues).await.map_err(TaskError::failed)?;
-                // The run's known issues are read when it is reopened.
-                run = None;
+                if let Some(run) = run.as_mut() {
+                    run.reload_known_issues().await.map_err(TaskError::failed)?;
+                }
             }
             if !tests.is_empty() || !metrics.is_empty() {
                 if run.is_none() {

@@ -146,6 +146,12 @@ impl StagedRun<'_> {
         Ok(())
     }
 
+    /// Reads the known issues of the run's environment again, so that the
+    /// next tests appended see the issues filed since it was opened.
+    pub async fn reload_known_issues(&mut self) -> Result<(), StoreError> {
+        self.run.reload_known_issues().await
+    }
+
     /// Writes the run's status rows and makes it visible in `tx`.
     pub async fn publish_in(&mut self, tx: &mut WriteTx) -> Result<(), IngestError> {
         let metadata = std::mem::take(&mut self.metadata);

@@ -180,6 +180,12 @@ impl<'s> HiddenRun<'s> {
         })
     }
 
+    /// Reads the environment's known issues again (after some were filed).
+    pub(crate) async fn reload_known_issues(&mut self) -> Result<(), StoreError> {
+        self.known_issues = Arc::new(Self::load_known_issues(self.store, self.environment_id).await?);
+        Ok(())
+    }
+
     /// The active known issues of an environment.
     async fn load_known_issues(store: &Store, environment_id: i64) -> Result<KnownIssueMatcher, StoreError> {
         let issues: Vec<(i64, String)> = with_reader!(store, pool => sqlx::query_as(
