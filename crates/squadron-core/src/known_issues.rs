@@ -36,7 +36,8 @@ impl KnownIssueMatcher {
     }
 
     fn anchored<'a>(issues: impl IntoIterator<Item = (i64, &'a str)>, end: &str) -> Self {
-        let (literal, wild): (Vec<(i64, &str)>, Vec<(i64, &str)>) =
+        type Patterns<'p> = Vec<(i64, &'p str)>;
+        let (literal, wild): (Patterns, Patterns) =
             issues.into_iter().partition(|(_, pattern)| end.is_empty() && !pattern.contains('*'));
         let (ids, patterns): (Vec<i64>, Vec<String>) = wild
             .into_iter()
