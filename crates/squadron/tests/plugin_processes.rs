@@ -122,7 +122,7 @@ async fn committed_steps(db: &TestDb) -> usize {
         db.store.fetch_all(&Sql::new("SELECT checkpoint FROM tasks WHERE kind = 'ci_postprocess'")).await.unwrap();
     let Some((Some(checkpoint),)) = checkpoint.into_iter().next() else { return 0 };
     let cursor: serde_json::Value = serde_json::from_str(&checkpoint).unwrap();
-    let read = cursor["next"]["parse"]["counts"]["tests"].as_u64().unwrap_or(0) as usize;
+    let read = cursor["next"]["Read"]["parse"]["counts"]["tests"].as_u64().unwrap_or(0) as usize;
     1 + read.div_ceil(BATCH_TESTS)
 }
 
