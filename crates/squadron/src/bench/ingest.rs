@@ -118,14 +118,7 @@ impl Server {
 
     /// Peak resident memory so far, in MiB.
     fn peak_rss_mib(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("VmHWM")?;
-        Ok(kib / 1024.0)
+        super::peak_rss_mib(self.child.id())
     }
 
     /// Stops the server with SIGTERM; returns its longest write hold in ms.

@@ -89,3 +89,16 @@ pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Plugins(args) => plugins::run(args).await,
     }
 }
+
+/// The peak resident memory (VmHWM) of process `pid` so far, in MiB.
+pub(crate) fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM")?;
+    Ok(kib / 1024.0)
+}

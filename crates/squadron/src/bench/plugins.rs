@@ -97,14 +97,7 @@ impl WorkerProcess {
 
     /// Peak resident memory so far (VmHWM), in MiB.
     fn peak_rss_mib(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("VmHWM")?;
-        Ok(kib / 1024.0)
+        super::peak_rss_mib(self.pid())
     }
 
     fn signal(&self, name: &str) -> anyhow::Result<()> {
