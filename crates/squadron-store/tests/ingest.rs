@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use squadron_core::submission::{parse_metadata, InputError};
+use squadron_core::submission::{parse_metadata, InputError, SubmittedTest};
 use squadron_store::both_engines;
 use squadron_store::ingest::{IngestError, IngestOptions, Submission};
 use squadron_store::testing::TestDb;
@@ -165,6 +165,28 @@ both_engines! {
         assert_eq!(total, 111, "fork01 is xfail, clone01 fails, fork02 passes");
         assert_eq!(db.scalar("SELECT COUNT(*) FROM tests WHERE has_known_issues").await, 2, "any result can carry the flag");
         assert_eq!(db.scalar("SELECT COUNT(*) FROM test_known_issues").await, 2);
+    }
+
+    async fn issues_filed_while_appending_mark_later_tests(db: TestDb) {
+        let p = db.public_project().await;
+        let id = db.store.ingest(&db.blobs, &submission(&db, p, "v1", r#"{"a": "pass"}"#, "", "").await, small_batches()).await.unwrap();
+        db.execute("INSERT INTO known_issues (title, test_name, active) VALUES ('Tradefed/cts/old', 'cts/old', FALSE)").await;
+        let mut run = db.store.reopen_run(id).await.unwrap();
+        let issues = [("Tradefed/cts/t1".to_string(), "cts/t1".to_string()), ("Tradefed/cts/old".to_string(), "cts/old".to_string())];
+        let filed = db.store.file_known_issues(id, &issues).await.unwrap();
+        assert_eq!(filed.len(), 1, "a deactivated issue is linked to the environment but marks nothing: {filed:?}");
+        assert_eq!(filed[0].1, "cts/t1");
+        assert_eq!(db.store.file_known_issues(id, &issues).await.unwrap(), filed, "filing again finds the same issue");
+        run.add_known_issues(&filed);
+        let failed = |name: &str| SubmittedTest { suite: "cts".into(), name: name.into(), result: Some(false), log: None };
+        run.append(vec![failed("t1"), failed("old"), failed("t2")], Vec::new()).await.unwrap();
+        let mut tx = db.store.begin_write().await.unwrap();
+        run.publish_in(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let total = db.scalar(&format!("SELECT tests_fail * 10 + tests_xfail FROM statuses WHERE test_run_id = {id} AND suite_id IS NULL")).await;
+        assert_eq!(total, 21, "t1 is xfail, old and t2 fail");
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM known_issue_environments").await, 2);
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM known_issues").await, 2);
     }
 
     async fn repeated_names_keep_the_last_value(db: TestDb) {

@@ -271,9 +271,9 @@ impl Task for PostprocessRun {
             if !known_issues.is_empty() {
                 let issues: Vec<(String, String)> =
                     known_issues.into_iter().map(|KnownIssueRef { title, test_name }| (title, test_name)).collect();
-                cx.store.file_known_issues(self.testrun_id, &issues).await.map_err(TaskError::failed)?;
+                let filed = cx.store.file_known_issues(self.testrun_id, &issues).await.map_err(TaskError::failed)?;
                 if let Some(run) = run.as_mut() {
-                    run.reload_known_issues().await.map_err(TaskError::failed)?;
+                    run.add_known_issues(&filed);
                 }
             }
             if !tests.is_empty() || !metrics.is_empty() {

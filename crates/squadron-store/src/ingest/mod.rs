@@ -146,10 +146,13 @@ impl StagedRun<'_> {
         Ok(())
     }
 
-    /// Reads the known issues of the run's environment again, so that the
-    /// next tests appended see the issues filed since it was opened.
-    pub async fn reload_known_issues(&mut self) -> Result<(), StoreError> {
-        self.run.reload_known_issues().await
+    /// Makes the tests appended next see known issues filed for the run's
+    /// environment since it was opened, as `(id, test_name)` (as
+    /// [`Store::file_known_issues`] returns them). Issues are added to the
+    /// run's matcher one by one: nothing is read again or rebuilt, so a
+    /// plugin filing thousands of issues in steps pays for each once.
+    pub fn add_known_issues(&mut self, issues: &[(i64, String)]) {
+        self.run.add_known_issues(issues)
     }
 
     /// Writes the run's status rows and makes it visible in `tx`.

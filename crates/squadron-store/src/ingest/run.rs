@@ -180,10 +180,12 @@ impl<'s> HiddenRun<'s> {
         })
     }
 
-    /// Reads the environment's known issues again (after some were filed).
-    pub(crate) async fn reload_known_issues(&mut self) -> Result<(), StoreError> {
-        self.known_issues = Arc::new(Self::load_known_issues(self.store, self.environment_id).await?);
-        Ok(())
+    /// Adds issues filed since the run was opened, as `(id, test_name)`.
+    pub(crate) fn add_known_issues(&mut self, issues: &[(i64, String)]) {
+        let matcher = Arc::make_mut(&mut self.known_issues);
+        for (id, pattern) in issues {
+            matcher.add(*id, pattern);
+        }
     }
 
     /// The active known issues of an environment.
