@@ -189,6 +189,31 @@ both_engines! {
         assert_eq!(db.scalar("SELECT COUNT(*) FROM known_issues").await, 2);
     }
 
+    async fn step_marks_come_back_once_their_rows_are_stored(db: TestDb) {
+        let p = db.public_project().await;
+        let id = db.store.ingest(&db.blobs, &submission(&db, p, "v1", r#"{"a": "pass"}"#, "", "").await, small_batches()).await.unwrap();
+        let mut run = db.store.reopen_run(id).await.unwrap();
+        let mut writer = run.step_writer::<usize>();
+        let step = |n: usize| (0..6000).map(|i| SubmittedTest { suite: format!("s{n}"), name: format!("t{i}"), result: Some(i % 2 == 0), log: None }).collect::<Vec<_>>();
+        let mut marks = Vec::new();
+        for n in 0..4 {
+            let tests = if n == 2 { Vec::new() } else { step(n) };
+            for mark in writer.push(tests, Vec::new(), n).await.unwrap() {
+                let stored = db.scalar(&format!("SELECT COUNT(*) FROM tests WHERE test_run_id = {id}")).await;
+                let before = (0..=mark).filter(|n| *n != 2).count() as i64 * 6000 + 1;
+                assert!(stored >= before, "mark {mark} came back with {stored} rows stored");
+                marks.push(mark);
+            }
+        }
+        marks.extend(writer.finish().await.unwrap());
+        assert_eq!(marks, vec![0, 1, 2, 3], "every mark, once, in order");
+        let mut tx = db.store.begin_write().await.unwrap();
+        run.publish_in(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let total = db.scalar(&format!("SELECT tests_pass * 100000 + tests_fail FROM statuses WHERE test_run_id = {id} AND suite_id IS NULL")).await;
+        assert_eq!(total, 9001 * 100000 + 9000);
+    }
+
     async fn repeated_names_keep_the_last_value(db: TestDb) {
         let p = db.public_project().await;
         let tests = r#"{"a": "pass", "b": "pass", "c": "pass", "b": "fail", "a": {"result": "fail", "log": "last"}}"#;

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use squadron_plugins::{KnownIssueRef, LabJob, PluginError, PluginInput, ReadSeek, StashedAttachment, StepOutput};
 use squadron_queue::{Job, NewTask, Outcome, StepTx, StopSignal, Task, TaskError};
 use squadron_store::blob::BlobStore;
+use squadron_store::ingest::{StagedRun, StepWriter};
 use squadron_store::sql::Sql;
 use squadron_store::{Store, WriteTx};
 use tracing::warn;
@@ -240,59 +241,151 @@ impl Task for PostprocessRun {
         input.stop = Some(job.stop_signal());
         let Some(plugin) = cx.plugins.get(&self.plugin) else {
             warn!(plugin = %self.plugin, testrun = self.testrun_id, "plugin unknown to this worker; skipped");
-            return self.last_step(cx, job, RunAdditions::default()).await;
+            return self.last_step(cx, job, None, RunAdditions::default()).await;
         };
         let input = Arc::new(input);
-        let mut cursor = job.checkpoint::<Cursor>()?.map(|c| c.next);
+        let cursor = job.checkpoint::<Cursor>()?.map(|c| c.next);
         if cursor.is_none() && !plugin.applies_to(input.as_ref()) {
-            return self.last_step(cx, job, RunAdditions::default()).await;
+            return self.last_step(cx, job, None, RunAdditions::default()).await;
         }
         // The run is reopened once for all the steps of this attempt: its
         // suites, known issues and ids are looked up once, not per step.
-        let mut run: Option<squadron_store::ingest::StagedRun<'_>> = None;
-        loop {
-            let output = {
-                let (plugin, input, from) = (plugin.clone(), input.clone(), cursor.clone());
-                tokio::task::spawn_blocking(move || plugin.step(input.as_ref(), from.as_ref()))
-                    .await
-                    .map_err(|e| TaskError::failed(format!("the plugin panicked: {e}")))?
+        let mut run = cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?;
+        let mut writer = run.step_writer::<Mark>();
+        let mut steps = Steps::start(plugin, input, cursor);
+        // The additions of the last step, once its rows are written.
+        let mut last = None;
+        let last = loop {
+            let committed = match self.next_step(cx, &mut steps, &mut writer).await {
+                Ok((end, done)) => self.commit_marks(cx, job, done).await.map(|tail| (end, tail)),
+                Err(e) => Err(e),
             };
-            let StepOutput { tests, metrics, known_issues, attachments, metadata, next } = match output {
-                Ok(output) => output,
-                Err(PluginError::BadInput(message)) => {
-                    return self.last_step(cx, job, RunAdditions::failure(&self.plugin, message)).await
+            let end = match committed {
+                Ok((end, tail)) => {
+                    last = tail.or(last);
+                    end
                 }
-                Err(PluginError::Interrupted) => {
+                Err(e) => {
+                    let _ = writer.finish().await;
+                    return Err(e);
+                }
+            };
+            let Some(end) = end else { continue };
+            let done = writer.finish().await.map_err(TaskError::failed)?;
+            let tail = self.commit_marks(cx, job, done).await?;
+            match end {
+                StepEnd::Last => break tail.or(last).unwrap_or_default(),
+                StepEnd::Failed(message) => break RunAdditions::failure(&self.plugin, message),
+                StepEnd::Interrupted => {
                     job.check_stop()?;
                     return Err(TaskError::Interrupted);
                 }
-                Err(e) => return Err(TaskError::failed(e)),
-            };
-            if !known_issues.is_empty() {
-                let issues: Vec<(String, String)> =
-                    known_issues.into_iter().map(|KnownIssueRef { title, test_name }| (title, test_name)).collect();
-                let filed = cx.store.file_known_issues(self.testrun_id, &issues).await.map_err(TaskError::failed)?;
-                if let Some(run) = run.as_mut() {
-                    run.add_known_issues(&filed);
+            }
+        };
+        self.last_step(cx, job, Some(run), last).await
+    }
+}
+
+/// How the plugin's steps ended.
+enum StepEnd {
+    /// That was the plugin's last step.
+    Last,
+    /// The plugin gave up on its input.
+    Failed(String),
+    /// The step was given up because the worker is stopping.
+    Interrupted,
+}
+
+/// A step whose rows are being written: what commits with its checkpoint.
+struct Mark {
+    additions: RunAdditions,
+    /// The cursor of the step after it; `None` after the last one.
+    next: Option<Value>,
+}
+
+impl PostprocessRun {
+    /// Takes the plugin's next step and starts writing its output; returns
+    /// how the steps ended (`None` while more follow) and the marks of the
+    /// steps now fully written.
+    async fn next_step(
+        &self,
+        cx: &Ci,
+        steps: &mut Steps,
+        writer: &mut StepWriter<'_, '_, Mark>,
+    ) -> Result<(Option<StepEnd>, Vec<Mark>), TaskError> {
+        let output = match steps.next().await? {
+            Ok(output) => output,
+            Err(PluginError::BadInput(message)) => return Ok((Some(StepEnd::Failed(message)), Vec::new())),
+            Err(PluginError::Interrupted) => return Ok((Some(StepEnd::Interrupted), Vec::new())),
+            Err(e) => return Err(TaskError::failed(e)),
+        };
+        let StepOutput { tests, metrics, known_issues, attachments, metadata, next } = output;
+        if !known_issues.is_empty() {
+            let issues: Vec<(String, String)> =
+                known_issues.into_iter().map(|KnownIssueRef { title, test_name }| (title, test_name)).collect();
+            let filed = cx.store.file_known_issues(self.testrun_id, &issues).await.map_err(TaskError::failed)?;
+            writer.add_known_issues(&filed);
+        }
+        let end = next.is_none().then_some(StepEnd::Last);
+        let mark = Mark { additions: RunAdditions { attachments, metadata, failure: None }, next };
+        let done = writer.push(tests, metrics, mark).await.map_err(TaskError::failed)?;
+        Ok((end, done))
+    }
+
+    /// Commits the checkpoint after the written steps `done`, with what
+    /// they add to the run, in one transaction. The last step's additions
+    /// are returned instead, for the task's last transaction.
+    async fn commit_marks(&self, cx: &Ci, job: &mut Job, done: Vec<Mark>) -> Result<Option<RunAdditions>, TaskError> {
+        let Some(next) = done.last().map(|mark| mark.next.clone()) else {
+            return Ok(None);
+        };
+        let mut additions = RunAdditions::default();
+        for mark in done {
+            additions.attachments.extend(mark.additions.attachments);
+            additions.metadata.extend(mark.additions.metadata);
+        }
+        let Some(next) = next else {
+            return Ok(Some(additions));
+        };
+        let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
+        additions.write(&mut tx, &cx.blobs, self.testrun_id).await?;
+        job.commit_step(tx, &Cursor { next }).await?;
+        Ok(None)
+    }
+}
+
+/// A plugin's steps, each taken on a blocking thread as soon as the one
+/// before it is handed over: the next step is parsed while the rows of the
+/// previous one are written.
+struct Steps {
+    receiver: tokio::sync::mpsc::Receiver<Result<StepOutput, PluginError>>,
+    thread: tokio::task::JoinHandle<()>,
+}
+
+impl Steps {
+    /// Starts taking the steps of `plugin` from `cursor`.
+    fn start(plugin: Arc<dyn squadron_plugins::Plugin>, input: Arc<RunInput>, cursor: Option<Value>) -> Steps {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut cursor = cursor;
+            loop {
+                let output = plugin.step(input.as_ref(), cursor.as_ref());
+                cursor = output.as_ref().ok().and_then(|o| o.next.clone());
+                if sender.blocking_send(output).is_err() || cursor.is_none() {
+                    break;
                 }
             }
-            if !tests.is_empty() || !metrics.is_empty() {
-                if run.is_none() {
-                    run = Some(cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?);
-                }
-                let run = run.as_mut().expect("reopened above");
-                run.append(tests, metrics).await.map_err(TaskError::failed)?;
-            }
-            let additions = RunAdditions { attachments, metadata, failure: None };
-            match next {
-                Some(next) => {
-                    let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
-                    additions.write(&mut tx, &cx.blobs, self.testrun_id).await?;
-                    let checkpoint = Cursor { next };
-                    job.commit_step(tx, &checkpoint).await?;
-                    cursor = Some(checkpoint.next);
-                }
-                None => return self.last_step(cx, job, additions).await,
+        });
+        Steps { receiver, thread }
+    }
+
+    /// The next step's output.
+    async fn next(&mut self) -> Result<Result<StepOutput, PluginError>, TaskError> {
+        match self.receiver.recv().await {
+            Some(output) => Ok(output),
+            None => {
+                let ended = (&mut self.thread).await;
+                Err(TaskError::failed(format!("the plugin stopped without an answer: {ended:?}")))
             }
         }
     }
@@ -344,8 +437,18 @@ impl PostprocessRun {
     /// Recounts the run, adds the last step's files and metadata, releases
     /// the run's pending row, records a plugin failure on the job, and fans
     /// in, all in one fenced transaction.
-    async fn last_step(&self, cx: &Ci, job: &mut Job, additions: RunAdditions) -> Result<Outcome, TaskError> {
-        let run = cx.store.reopen_run(self.testrun_id).await;
+    /// `run` is the run as this attempt reopened it, if it did.
+    async fn last_step(
+        &self,
+        cx: &Ci,
+        job: &mut Job,
+        run: Option<StagedRun<'_>>,
+        additions: RunAdditions,
+    ) -> Result<Outcome, TaskError> {
+        let run = match run {
+            Some(run) => Ok(run),
+            None => cx.store.reopen_run(self.testrun_id).await,
+        };
         let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
         if let Ok(mut run) = run {
             run.publish_in(&mut tx).await.map_err(TaskError::failed)?;

@@ -15,22 +15,24 @@ pub(crate) mod batch;
 pub(crate) mod discard;
 pub(crate) mod names;
 pub(crate) mod run;
+mod writes;
 
-use std::collections::{HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
 use squadron_core::submission::{parse_metrics, parse_tests, InputError, RunMetadata};
-use tokio::task::JoinHandle;
+
 use tracing::warn;
 
 use crate::blob::{Blob, BlobStore};
 use crate::db::WriteTx;
 use crate::{Store, StoreError};
 pub use batch::parse_measurements;
-use batch::{Named, Prepared, Written};
+use batch::Named;
 pub use discard::retire_run;
 use run::HiddenRun;
+pub use writes::StepWriter;
+use writes::Writes;
 
 /// The largest number of rows one ingestion transaction writes.
 pub const MAX_BATCH_ROWS: usize = 5000;
@@ -131,18 +133,9 @@ impl StagedRun<'_> {
         tests: Vec<squadron_core::submission::SubmittedTest>,
         metrics: Vec<squadron_core::submission::SubmittedMetric>,
     ) -> Result<(), IngestError> {
-        let rows = self.batch_rows;
-        self.unanalyzed_rows += (tests.len() + metrics.len()) as i64;
-        if self.unanalyzed_rows >= ANALYZE_EVERY_ROWS {
-            self.unanalyzed_rows = 0;
-            self.run.store.refresh_statistics(self.run.id, &["suite_metadata", "tests", "metrics"]);
-        }
-        if !tests.is_empty() {
-            pipeline(&mut self.run, Batches::from_items(rows, tests)).await?;
-        }
-        if !metrics.is_empty() {
-            pipeline(&mut self.run, Batches::from_items(rows, metrics)).await?;
-        }
+        let mut writer = self.step_writer();
+        writer.push(tests, metrics, ()).await?;
+        writer.finish().await?;
         Ok(())
     }
 
@@ -311,44 +304,16 @@ async fn feed(
 /// looked up on a read connection) while earlier ones are being written;
 /// PostgreSQL writes [`Store::write_parallelism`] batches at once.
 async fn pipeline<T: Named>(run: &mut HiddenRun<'_>, mut batches: Batches<T>) -> Result<(), IngestError> {
-    let store = run.store.clone();
-    let known_issues = run.known_issues();
-    let width = store.write_parallelism();
-    let mut writing: VecDeque<JoinHandle<Result<Written, IngestError>>> = VecDeque::new();
-    // Hashes of the names handed out so far: a batch repeating one must be
-    // written after every batch before it, for the last value to win.
-    let mut seen: HashSet<u64> = HashSet::new();
+    let mut writes = Writes::<()>::new();
     let mut failed = None;
     while let Some(batch) = batches.next().await {
-        let step = async {
-            let prepared = Prepared::new(&store, &known_issues, batch).await?;
-            let suite_ids = run.claim_suites(&prepared).await?;
-            let repeats = prepared.key_hashes().map(|hash| !seen.insert(hash)).fold(false, |a, b| a | b);
-            let must_wait = if repeats { 1 } else { width };
-            while writing.len() >= must_wait {
-                let written = writing.pop_front().expect("a job in flight").await.expect("write jobs do not panic")?;
-                run.absorb(written).await?;
-            }
-            writing.push_back(tokio::spawn(T::write(run.job(suite_ids, prepared))));
-            Ok::<(), IngestError>(())
-        };
-        if let Err(e) = step.await {
+        if let Err(e) = writes.add(run, batch).await {
             failed = Some(e);
             break;
         }
     }
-    // Let every job in flight end before answering, so that a removal of
-    // the run that may follow sees all its rows.
-    while let Some(job) = writing.pop_front() {
-        match job.await.expect("write jobs do not panic") {
-            Ok(written) if failed.is_none() => {
-                if let Err(e) = run.absorb(written).await {
-                    failed = Some(e.into());
-                }
-            }
-            Ok(_) => {}
-            Err(e) => failed = failed.or(Some(e)),
-        }
+    if let Err(e) = writes.drain(run).await {
+        failed = failed.or(Some(e));
     }
     batches.finish(failed).await
 }
@@ -385,19 +350,6 @@ impl<T: Send + 'static> Batches<T> {
             outcome
         });
         Batches { receiver, parser }
-    }
-
-    /// Batches of items already in memory.
-    fn from_items(batch_rows: usize, items: Vec<T>) -> Batches<T> {
-        Batches::spawn(batch_rows, move |sink| {
-            let count = items.len();
-            for item in items {
-                if sink(item).is_break() {
-                    return Err(InputError::Aborted);
-                }
-            }
-            Ok(count)
-        })
     }
 
     /// The next batch, or `None` when the parser is done.
