@@ -98,6 +98,9 @@ impl Server {
             .args(["--log-format", "json", "--data-dir"])
             .arg(data_dir)
             .args(["--database", database, "serve", "--bind", "127.0.0.1:0", "--max-upload-bytes", "4294967296"])
+            // The bench reads the server's info lines (its address, its
+            // write holds), whatever the caller's RUST_LOG says.
+            .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()?;
         let (sender, log) = mpsc::channel();
@@ -108,7 +111,10 @@ impl Server {
             }
         });
         let url = loop {
-            let line = log.recv_timeout(Duration::from_secs(60)).context("the server did not start")?;
+            let Ok(line) = log.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                bail!("the server did not start");
+            };
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.split_whitespace().next().context("address")?.to_string();
             }
