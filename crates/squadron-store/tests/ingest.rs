@@ -214,6 +214,33 @@ both_engines! {
         assert_eq!(total, 9001 * 100000 + 9000);
     }
 
+    async fn a_count_made_ahead_serves_only_while_no_row_is_added(db: TestDb) {
+        let p = db.public_project().await;
+        let id = db.store.ingest(&db.blobs, &submission(&db, p, "v1", r#"{"a": "pass", "b": "fail"}"#, "", "").await, small_batches()).await.unwrap();
+        let total = format!("SELECT tests_pass * 100 + tests_fail * 10 + tests_skip FROM statuses WHERE test_run_id = {id} AND suite_id IS NULL");
+        let test = |name: &str, result| SubmittedTest { suite: "s".into(), name: name.into(), result, log: None };
+
+        // Counted ahead, then nothing added: the count is the status.
+        let mut run = db.store.reopen_run(id).await.unwrap();
+        run.append(vec![test("c", None)], Vec::new()).await.unwrap();
+        run.count_ahead().await.unwrap();
+        let mut tx = db.store.begin_write().await.unwrap();
+        run.publish_in(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(db.scalar(&total).await, 111);
+
+        // Rows added by another writer after the count: counted again.
+        let mut run = db.store.reopen_run(id).await.unwrap();
+        run.append(vec![test("d", Some(true))], Vec::new()).await.unwrap();
+        run.count_ahead().await.unwrap();
+        let mut other = db.store.reopen_run(id).await.unwrap();
+        other.append(vec![test("e", Some(false))], Vec::new()).await.unwrap();
+        let mut tx = db.store.begin_write().await.unwrap();
+        run.publish_in(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(db.scalar(&total).await, 221, "e, added after the count, is counted");
+    }
+
     async fn repeated_names_keep_the_last_value(db: TestDb) {
         let p = db.public_project().await;
         let tests = r#"{"a": "pass", "b": "pass", "c": "pass", "b": "fail", "a": {"result": "fail", "log": "last"}}"#;

@@ -243,6 +243,7 @@ async fn store_results(
         Err(e) => return Err(TaskError::failed(e)),
     };
     let plugins = enabled_plugins(cx, testjob.target_id).await?;
+    staged.count_ahead().await.map_err(TaskError::failed)?;
     let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
     staged.publish_in(&mut tx).await.map_err(TaskError::failed)?;
     let run = staged.id();

@@ -445,10 +445,13 @@ impl PostprocessRun {
         run: Option<StagedRun<'_>>,
         additions: RunAdditions,
     ) -> Result<Outcome, TaskError> {
-        let run = match run {
+        let mut run = match run {
             Some(run) => Ok(run),
             None => cx.store.reopen_run(self.testrun_id).await,
         };
+        if let Ok(run) = run.as_mut() {
+            run.count_ahead().await.map_err(TaskError::failed)?;
+        }
         let mut tx = cx.store.begin_write().await.map_err(TaskError::failed)?;
         if let Ok(mut run) = run {
             run.publish_in(&mut tx).await.map_err(TaskError::failed)?;

@@ -148,6 +148,16 @@ impl StagedRun<'_> {
         self.run.add_known_issues(issues)
     }
 
+    /// Counts the run's stored rows on a read connection, if its status
+    /// rows must be recounted (a reopened run, or names repeated across
+    /// batches): call it before opening the transaction of
+    /// [`StagedRun::publish_in`], which then only checks that no row was
+    /// added since instead of counting millions of rows under the write
+    /// lock.
+    pub async fn count_ahead(&mut self) -> Result<(), StoreError> {
+        self.run.count_ahead().await
+    }
+
     /// Writes the run's status rows and makes it visible in `tx`.
     pub async fn publish_in(&mut self, tx: &mut WriteTx) -> Result<(), IngestError> {
         let metadata = std::mem::take(&mut self.metadata);

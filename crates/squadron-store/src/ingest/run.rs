@@ -60,6 +60,27 @@ pub(crate) struct HiddenRun<'s> {
     recount: bool,
     known_issues: Arc<KnownIssueMatcher>,
     last_heartbeat: Instant,
+    /// A recount made ahead of publication, with the rows it covers.
+    counted: Option<(RowStamp, RunStatus<i64>)>,
+}
+
+/// The newest test and metric ids of a run (0 without any): the rows a
+/// count covers.
+type RowStamp = (i64, i64);
+
+const ROW_STAMP: &str = "SELECT COALESCE((SELECT MAX(id) FROM tests WHERE test_run_id = $1), 0), \
+     COALESCE((SELECT MAX(id) FROM metrics WHERE test_run_id = $1), 0)";
+const COUNT_TESTS: &str = "SELECT suite_id, result, has_known_issues, COUNT(*) FROM tests \
+     WHERE test_run_id = $1 AND id <= $2 GROUP BY suite_id, result, has_known_issues";
+const METRICS_UP_TO: &str = "SELECT suite_id, measurements FROM metrics WHERE test_run_id = $1 AND id <= $2";
+
+/// Status counts from `(suite, result, has_known_issues, count)` rows.
+fn status_of_tests(counts: Vec<(i64, Option<bool>, Option<bool>, i64)>) -> RunStatus<i64> {
+    let mut status = RunStatus::default();
+    for (suite, result, known, n) in counts {
+        status.add_tests(suite, TestStatus::of(result, known.unwrap_or(false)), n);
+    }
+    status
 }
 
 impl<'s> HiddenRun<'s> {
@@ -153,6 +174,7 @@ impl<'s> HiddenRun<'s> {
             written: 0,
             known_issues: Arc::new(Self::load_known_issues(store, environment_id).await?),
             last_heartbeat: Instant::now(),
+            counted: None,
         })
     }
 
@@ -177,6 +199,7 @@ impl<'s> HiddenRun<'s> {
             written: 0,
             known_issues: Arc::new(Self::load_known_issues(store, environment_id).await?),
             last_heartbeat: Instant::now(),
+            counted: None,
         })
     }
 
@@ -316,24 +339,51 @@ impl<'s> HiddenRun<'s> {
         RunIds { test_run: self.id, build: self.build_id, environment: self.environment_id }
     }
 
-    /// Recomputes the status rows from the stored tests and metrics, in `tx`.
-    async fn recount_status(&self, tx: &mut WriteTx) -> Result<RunStatus<i64>, StoreError> {
-        let mut status = RunStatus::default();
-        let counts: Vec<(i64, Option<bool>, Option<bool>, i64)> = with_tx!(tx, c => sqlx::query_as(
-            "SELECT suite_id, result, has_known_issues, COUNT(*) FROM tests WHERE test_run_id = $1 \
-             GROUP BY suite_id, result, has_known_issues",
-        ).bind(self.id).fetch_all(&mut *c).await)?;
-        for (suite, result, known, n) in counts {
-            status.add_tests(suite, TestStatus::of(result, known.unwrap_or(false)), n);
+    /// Counts the stored rows of a run that must be recounted, on a read
+    /// connection and outside any write transaction: recounting tens of
+    /// millions of tests takes seconds, and in the publishing transaction
+    /// it would hold SQLite's only writer (and the workers' lease renewals)
+    /// that long. The count covers the rows up to the run's newest ids,
+    /// which [`HiddenRun::publish_in`] checks again under its lock.
+    pub(crate) async fn count_ahead(&mut self) -> Result<(), StoreError> {
+        if !self.recount {
+            return Ok(());
         }
-        with_tx!(tx, c => {
-            let mut rows = sqlx::query_as::<_, (i64, String)>("SELECT suite_id, measurements FROM metrics WHERE test_run_id = $1")
-                .bind(self.id).fetch(&mut *c);
+        let id = self.id;
+        let counted = with_reader!(self.store, pool => {
+            let mut c = pool.acquire().await?;
+            let stamp: RowStamp = sqlx::query_as(ROW_STAMP).bind(id).fetch_one(&mut *c).await?;
+            let tests = sqlx::query_as(COUNT_TESTS).bind(id).bind(stamp.0).fetch_all(&mut *c).await?;
+            let mut status = status_of_tests(tests);
+            let mut rows = sqlx::query_as::<_, (i64, String)>(METRICS_UP_TO).bind(id).bind(stamp.1).fetch(&mut *c);
             while let Some((suite, measurements)) = rows.try_next().await? {
                 status.add_metric(suite, &parse_measurements(&measurements));
             }
-        });
-        Ok(status)
+            Ok::<_, StoreError>((stamp, status))
+        })?;
+        self.counted = Some(counted);
+        Ok(())
+    }
+
+    /// The run's status from its stored rows, in `tx`: the count made
+    /// ahead if no row was added since, else a count made now.
+    async fn recount_status(&mut self, tx: &mut WriteTx) -> Result<RunStatus<i64>, StoreError> {
+        let id = self.id;
+        let now: RowStamp = with_tx!(tx, c => sqlx::query_as(ROW_STAMP).bind(id).fetch_one(&mut *c).await)?;
+        if let Some((stamp, status)) = self.counted.take() {
+            if stamp == now {
+                return Ok(status);
+            }
+        }
+        with_tx!(tx, c => {
+            let tests = sqlx::query_as(COUNT_TESTS).bind(id).bind(now.0).fetch_all(&mut *c).await?;
+            let mut status = status_of_tests(tests);
+            let mut rows = sqlx::query_as::<_, (i64, String)>(METRICS_UP_TO).bind(id).bind(now.1).fetch(&mut *c);
+            while let Some((suite, measurements)) = rows.try_next().await? {
+                status.add_metric(suite, &parse_measurements(&measurements));
+            }
+            Ok(status)
+        })
     }
 
     /// Writes the status rows and makes the run visible, in one short
@@ -344,6 +394,7 @@ impl<'s> HiddenRun<'s> {
         on_publish: Option<&crate::builds::BuildTask>,
         postprocess: Option<&crate::postprocess::RunPostprocess>,
     ) -> Result<i64, IngestError> {
+        self.count_ahead().await?;
         let mut tx = self.store.begin_write().await?;
         self.publish_in(&mut tx, metadata).await?;
         if let Some(hook) = on_publish {
@@ -358,8 +409,8 @@ impl<'s> HiddenRun<'s> {
 
     /// Writes the status rows and makes the run visible in the caller's
     /// `tx`, which commits it. A reopened run is locked first and recounted
-    /// inside `tx`, so that plugins finishing together each see the
-    /// other's rows.
+    /// inside `tx` (from the count made ahead when no row was added since),
+    /// so that plugins finishing together each see the other's rows.
     pub(crate) async fn publish_in(&mut self, tx: &mut WriteTx, metadata: &RunMetadata) -> Result<(), IngestError> {
         if matches!(self.owner, Writer::Visible) {
             with_tx!(tx, c => sqlx::query("UPDATE testruns SET visible = visible WHERE id = $1")
