@@ -253,16 +253,16 @@ impl Task for PostprocessRun {
         let mut run = cx.store.reopen_run(self.testrun_id).await.map_err(TaskError::failed)?;
         let mut writer = run.step_writer::<Mark>();
         let mut steps = Steps::start(plugin, input, cursor);
-        // The additions of the last step, once its rows are written.
-        let mut last = None;
-        let last = loop {
+        // The last step's additions, once its rows are written.
+        let mut last_written = None;
+        let additions = loop {
             let committed = match self.next_step(cx, &mut steps, &mut writer).await {
                 Ok((end, done)) => self.commit_marks(cx, job, done).await.map(|tail| (end, tail)),
                 Err(e) => Err(e),
             };
             let end = match committed {
                 Ok((end, tail)) => {
-                    last = tail.or(last);
+                    last_written = tail.or(last_written);
                     end
                 }
                 Err(e) => {
@@ -274,7 +274,7 @@ impl Task for PostprocessRun {
             let done = writer.finish().await.map_err(TaskError::failed)?;
             let tail = self.commit_marks(cx, job, done).await?;
             match end {
-                StepEnd::Last => break tail.or(last).unwrap_or_default(),
+                StepEnd::Last => break tail.or(last_written).unwrap_or_default(),
                 StepEnd::Failed(message) => break RunAdditions::failure(&self.plugin, message),
                 StepEnd::Interrupted => {
                     job.check_stop()?;
@@ -282,7 +282,7 @@ impl Task for PostprocessRun {
                 }
             }
         };
-        self.last_step(cx, job, Some(run), last).await
+        self.last_step(cx, job, Some(run), additions).await
     }
 }
 
