@@ -21,7 +21,6 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use squadron_core::submission::{parse_metrics, parse_tests, InputError, RunMetadata};
-
 use tracing::warn;
 
 use crate::blob::{Blob, BlobStore};
