@@ -344,3 +344,27 @@ fn zip_error(err: zip::result::ZipError) -> ArchiveError {
         other => ArchiveError::Corrupt(Box::new(other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// A zip whose central directory gives an entry an empty extended
+    /// timestamp field (`UT`, length 0), as found by the `tradefed` fuzz
+    /// target: reading the directory underflowed the field's length (a
+    /// panic with overflow checks on) instead of failing.
+    const EMPTY_EXTENDED_TIMESTAMP: &[u8] =
+        b"PK\x03\x04PK\x01\x02\x1e\x03\x14\x00\x00\x00\x08\x00\x0c\xa8|]\xa7\x05W\xf4\
+        \xf8\x04\x00\x00\xc3\x10\x00\x00\x1c\x00\x18\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00PK\x05\x06\x00\x00\x00\
+        \x00\x03\x00\x03\x00\x03PK\x01\x02\x00\x00\x00\x00\x00result.xmlUT\x00\x00\x00\x00\x00\x00\x00PK\x05\x06\x00\
+        \x00\x00\x00\x03\xef\xbb\xbf\x03PK";
+
+    #[test]
+    fn an_empty_extended_timestamp_field_is_a_corrupt_zip() {
+        let mut out = Vec::new();
+        let result = extract_test_result(Cursor::new(EMPTY_EXTENDED_TIMESTAMP), &mut out, &Limits::default());
+        assert!(matches!(result, Err(ArchiveError::Corrupt(_))), "{result:?}");
+    }
+}
