@@ -74,13 +74,25 @@ const COUNT_TESTS: &str = "SELECT suite_id, result, has_known_issues, COUNT(*) F
      WHERE test_run_id = $1 AND id <= $2 GROUP BY suite_id, result, has_known_issues";
 const METRICS_UP_TO: &str = "SELECT suite_id, measurements FROM metrics WHERE test_run_id = $1 AND id <= $2";
 
-/// Status counts from `(suite, result, has_known_issues, count)` rows.
-fn status_of_tests(counts: Vec<(i64, Option<bool>, Option<bool>, i64)>) -> RunStatus<i64> {
-    let mut status = RunStatus::default();
-    for (suite, result, known, n) in counts {
-        status.add_tests(suite, TestStatus::of(result, known.unwrap_or(false)), n);
-    }
-    status
+/// The status of run `$id` from its rows up to `$stamp`, read on
+/// connection `$c` (either engine's): `Result<RunStatus<i64>, StoreError>`.
+macro_rules! count_rows {
+    ($c:ident, $id:expr, $stamp:expr) => {
+        async {
+            let mut status = RunStatus::default();
+            let counts: Vec<(i64, Option<bool>, Option<bool>, i64)> =
+                sqlx::query_as(COUNT_TESTS).bind($id).bind($stamp.0).fetch_all(&mut *$c).await?;
+            for (suite, result, known, n) in counts {
+                status.add_tests(suite, TestStatus::of(result, known.unwrap_or(false)), n);
+            }
+            let mut rows = sqlx::query_as::<_, (i64, String)>(METRICS_UP_TO).bind($id).bind($stamp.1).fetch(&mut *$c);
+            while let Some((suite, measurements)) = rows.try_next().await? {
+                status.add_metric(suite, &parse_measurements(&measurements));
+            }
+            Ok::<_, StoreError>(status)
+        }
+        .await
+    };
 }
 
 impl<'s> HiddenRun<'s> {
@@ -353,13 +365,7 @@ impl<'s> HiddenRun<'s> {
         let counted = with_reader!(self.store, pool => {
             let mut c = pool.acquire().await?;
             let stamp: RowStamp = sqlx::query_as(ROW_STAMP).bind(id).fetch_one(&mut *c).await?;
-            let tests = sqlx::query_as(COUNT_TESTS).bind(id).bind(stamp.0).fetch_all(&mut *c).await?;
-            let mut status = status_of_tests(tests);
-            let mut rows = sqlx::query_as::<_, (i64, String)>(METRICS_UP_TO).bind(id).bind(stamp.1).fetch(&mut *c);
-            while let Some((suite, measurements)) = rows.try_next().await? {
-                status.add_metric(suite, &parse_measurements(&measurements));
-            }
-            Ok::<_, StoreError>((stamp, status))
+            count_rows!(c, id, stamp).map(|status| (stamp, status))
         })?;
         self.counted = Some(counted);
         Ok(())
@@ -375,15 +381,7 @@ impl<'s> HiddenRun<'s> {
                 return Ok(status);
             }
         }
-        with_tx!(tx, c => {
-            let tests = sqlx::query_as(COUNT_TESTS).bind(id).bind(now.0).fetch_all(&mut *c).await?;
-            let mut status = status_of_tests(tests);
-            let mut rows = sqlx::query_as::<_, (i64, String)>(METRICS_UP_TO).bind(id).bind(now.1).fetch(&mut *c);
-            while let Some((suite, measurements)) = rows.try_next().await? {
-                status.add_metric(suite, &parse_measurements(&measurements));
-            }
-            Ok(status)
-        })
+        with_tx!(tx, c => count_rows!(c, id, now))
     }
 
     /// Writes the status rows and makes the run visible, in one short
