@@ -39,6 +39,21 @@ both_engines! {
         assert_eq!(q(format!("SELECT COUNT(*) FROM attachments WHERE test_run_id = {run}")).await, 3, "the last a.txt wins");
         assert_eq!(q("SELECT CAST(SUM(length) AS BIGINT) FROM attachments".into()).await, 19);
         assert_eq!(q("SELECT COUNT(*) FROM attachments WHERE filename = 'c.log'".into()).await, 1, "directories are dropped, as Django does");
+        // Attachments read back through the API and at SQUAD's page address
+        // (which names the run's group, project and build).
+        let (status, _, body) = api.get_text(&format!("/api/testruns/{run}/attachments/?filename=a.txt")).await;
+        assert_eq!((status, body.as_str()), (200, "replaced"));
+        let (status, _, body) = api.get_text(&format!("/g/p/build/v1/attachments/testrun/{run}/b.bin")).await;
+        assert_eq!((status, body.as_str()), (200, "second"));
+        for wrong in [
+            format!("/g/p/build/v2/attachments/testrun/{run}/b.bin"),
+            format!("/g/private/build/v1/attachments/testrun/{run}/b.bin"),
+            format!("/h/p/build/v1/attachments/testrun/{run}/b.bin"),
+            format!("/g/p/build/v1/attachments/testrun/{run}/nothing.bin"),
+            format!("/g/p/build/v1/attachments/testrun/{}/b.bin", run + 100),
+        ] {
+            assert_eq!(api.get_text(&wrong).await.0, 404, "{wrong}");
+        }
         let log_key = api.db.text(&format!("SELECT log_file FROM testruns WHERE id = {run}")).await;
         assert_eq!(std::fs::read(api.db.blobs.path(&log_key)).unwrap(), b"booting\n", "NUL bytes are stripped");
 
@@ -66,6 +81,15 @@ both_engines! {
         assert_eq!(q("SELECT COUNT(*) FROM testruns WHERE visible".into()).await, 5);
         assert_eq!(q("SELECT COUNT(*) FROM builds".into()).await, 1);
         assert_eq!(q("SELECT COUNT(*) FROM environments WHERE slug = 'x86_64'".into()).await, 1);
+        {
+            let (status, body) = api
+                .post_multipart("/api/submit/g/private/v1/env", t, &[], &[("attachment", "secret.txt", b"s")])
+                .await;
+            assert_eq!(status, 201, "{body}");
+            let page = format!("/g/private/build/v1/attachments/testrun/{body}/secret.txt");
+            let (status, _, answer) = api.get_text(&page).await;
+            assert!(status == 404 || status == 401, "a private project's attachment is not served anonymously: {status} {answer}");
+        }
     }
 
     async fn authentication_and_roles(db: TestDb) {

@@ -242,10 +242,34 @@ struct AttachmentBlob {
 async fn attachment(rest: Rest, Path(id): Path<i64>) -> Result<Response, ApiError> {
     check_run(&rest, id).await?;
     let filename = rest.param("filename").ok_or_else(not_found)?.to_string();
+    attachment_named(&rest, id, filename).await
+}
+
+/// SQUAD's page address of an attachment,
+/// `/<group>/<project>/build/<version>/attachments/testrun/<id>/<filename>`:
+/// what the tradefed plugin links the report's stylesheet, CSS and logo
+/// with. The run must be of that build.
+async fn page_attachment(
+    rest: Rest,
+    Path((group, project, version, id, filename)): Path<(String, String, String, i64, String)>,
+) -> Result<Response, ApiError> {
+    let run = one(&rest, id).await?;
+    let mut place = Sql::new(
+        "SELECT b.id FROM builds b JOIN projects p ON p.id = b.project_id JOIN groups g ON g.id = p.group_id \
+         WHERE b.id = ",
+    );
+    place.bind(run.build_id).push(" AND b.version = ").bind(version);
+    place.push(" AND p.slug = ").bind(project).push(" AND g.slug = ").bind(group);
+    rest.state.store.fetch_optional::<(i64,)>(&place).await?.ok_or_else(not_found)?;
+    attachment_named(&rest, id, filename).await
+}
+
+/// The newest attachment of run `id` called `filename`.
+async fn attachment_named(rest: &Rest, id: i64, filename: String) -> Result<Response, ApiError> {
     let mut sql = Sql::new("SELECT blob, mimetype FROM attachments WHERE test_run_id = ");
     sql.bind(id).push(" AND filename = ").bind(filename).push(" ORDER BY id DESC");
     let found: AttachmentBlob = rest.state.store.fetch_optional(&sql).await?.ok_or_else(not_found)?;
-    blob(&rest, Some(&found.blob), &found.mimetype).await
+    blob(rest, Some(&found.blob), &found.mimetype).await
 }
 
 /// SQUAD's `StatusFilter`.
@@ -345,6 +369,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/testruns/{id}/metadata_file/", get(metadata_file))
         .route("/api/testruns/{id}/log_file/", get(log_file))
         .route("/api/testruns/{id}/attachments/", get(attachment))
+        .route("/{group}/{project}/build/{version}/attachments/testrun/{id}/{*filename}", get(page_attachment))
         .route("/api/statuses/", get(statuses))
         .route("/api/statuses/{id}/", get(status_detail))
 }
