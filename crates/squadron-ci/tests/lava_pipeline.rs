@@ -41,13 +41,21 @@ async fn submitted_job_of(db: &TestDb, lava: &FakeLava, definition: &str) -> i64
         lava.rest_url()
     ))
     .await;
-    let backend = db.scalar("SELECT id FROM backends").await;
     db.execute(&format!(
         "INSERT INTO builds (project_id, version, created_at, datetime) VALUES ({project}, 'v1', \
          '2026-11-28T10:00:00Z', '2026-11-28T10:00:00Z')"
     ))
     .await;
-    let build = db.scalar("SELECT id FROM builds").await;
+    another_job(db, definition).await
+}
+
+/// Another job of the same backend and build.
+async fn another_job(db: &TestDb, definition: &str) -> i64 {
+    let (project, build, backend) = (
+        db.scalar("SELECT id FROM projects").await,
+        db.scalar("SELECT id FROM builds").await,
+        db.scalar("SELECT id FROM backends").await,
+    );
     let mut tx = db.store.begin_write().await.unwrap();
     let job = NewJob {
         backend_id: backend,
@@ -147,13 +155,45 @@ both_engines! {
             .await
             .unwrap();
         let files: Vec<&str> = files.iter().map(|(f,)| f.as_str()).collect();
-        assert_eq!(files, ["tradefed-output-20220608105250.tar.xz", "test_results.xml"]);
+        assert_eq!(
+            files,
+            [
+                "tradefed-output-20220608105250.tar.xz",
+                "test_results.xml",
+                "compatibility_result.xsl",
+                "compatibility_result.css",
+                "teadefed_stdout.txt",
+                "teadefed_logcat.txt"
+            ]
+        );
+        // The report shows through its stylesheet where the run's
+        // attachments are served.
+        let report_key = db.text(&format!("SELECT blob FROM attachments WHERE test_run_id = {run} AND filename = 'test_results.xml'")).await;
+        let report = std::fs::read_to_string(db.blobs.path(&report_key)).unwrap();
+        let stylesheet = format!("href=\"{}/g/p/build/v1/attachments/testrun/{run}/compatibility_result.xsl\"", common::INSTANCE_URL);
+        assert!(report[..300].contains(&stylesheet), "{}", &report[..300]);
         let metadata = db.text(&format!("SELECT metadata_file FROM testruns WHERE id = {run}")).await;
         let job_id = db.text(&format!("SELECT job_id FROM testjobs WHERE id = {job}")).await;
         let url = format!("{}/artifacts/{archive}", lava.rest_url().split("/api/").next().unwrap());
         let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
         assert_eq!(metadata[format!("tradefed_results_url_{job_id}")], url.as_str());
         assert_eq!(lava.requests().iter().filter(|r| r.path.starts_with("/artifacts/")).count(), 1, "downloaded once");
+
+        // A job whose results point to an attachment of this instance has
+        // it read from the store (nothing listens at the base URL).
+        let mine = format!("{}/api/testruns/{run}/attachments/?filename=tradefed-output-20220608105250.tar.xz", common::INSTANCE_URL);
+        let second = another_job(&db, &TRADEFED_DEFINITION.replace("ARCHIVE", &mine)).await;
+        let processed = format!(
+            "SELECT COUNT(*) FROM testjobs WHERE id = {second} AND fetched AND testrun_id IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM pending_postprocess WHERE testrun_id = testjobs.testrun_id)"
+        );
+        run_until(&db, &processed).await;
+        let second_run = db.scalar(&format!("SELECT testrun_id FROM testjobs WHERE id = {second}")).await;
+        assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM testjobs WHERE id = {second} AND failure IS NULL")).await, 1);
+        let logs = tests_of(&db, second_run, "cts-lkft%").await;
+        assert!(logs[1].2.as_deref().unwrap_or("").starts_with("=== with config"), "decorated from the stored archive: {logs:?}");
+        let same = "SELECT COUNT(DISTINCT blob) FROM attachments WHERE filename = 'tradefed-output-20220608105250.tar.xz'";
+        assert_eq!(db.scalar(same).await, 1, "the stored archive itself");
     }
 
     async fn a_tradefed_job_records_every_test_when_its_project_asks(db: TestDb) {

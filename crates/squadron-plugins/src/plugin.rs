@@ -42,6 +42,12 @@ pub trait PluginInput: Send + Sync {
     fn download(&self, url: &str) -> Result<String, PluginError> {
         Err(PluginError::BadInput(format!("cannot download {url}: no lab behind this run")))
     }
+    /// The address the run's attachment `filename` is (or will be) served
+    /// at, for links between attached files; `None` when unknown (links
+    /// are then left alone).
+    fn attachment_url(&self, _filename: &str) -> Option<String> {
+        None
+    }
     /// Whether the worker wants the step given up (it is shutting down):
     /// a long step checks it as it reads ([`StopOnRequest`]) and returns
     /// [`PluginError::Interrupted`]; the step is done again elsewhere.

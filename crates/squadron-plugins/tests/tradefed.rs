@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use squadron_core::results::TestStatus;
-use squadron_plugins::tradefed::archive::{extract_test_result, ArchiveError, Format, Limits};
+use squadron_plugins::tradefed::archive::{extract_members, extract_test_result, ArchiveError, Format, Limits, Member};
 use squadron_plugins::tradefed::results::{
     Batch, Counts, Cursor, DeclaredSummary, ParseError, ParseErrorKind, Parser, ResultHeader, TradefedTest,
 };
@@ -489,6 +489,62 @@ fn every_archive_format_yields_the_report() {
     assert_eq!((extracted.format, extracted.path, out), (Format::Xml, None, xml.clone()));
     let with_bom = [b"\xEF\xBB\xBF\n".as_slice(), &xml].concat();
     assert_eq!(extract(&with_bom, &Limits::default()).unwrap().1.format, Format::Xml);
+}
+
+/// The members `extract_members` hands over, with their content.
+fn members(archive: &[u8], wanted: &[Member], limits: &Limits) -> Result<Vec<(Member, Vec<u8>)>, ArchiveError> {
+    let mut kept = Vec::new();
+    extract_members(Bytes::new(archive), wanted, limits, &mut |member, copy| {
+        let mut content = Vec::new();
+        copy(&mut content)?;
+        kept.push((member, content));
+        Ok(())
+    })?;
+    Ok(kept)
+}
+
+#[test]
+fn companion_files_are_found_before_and_after_the_report() {
+    let entries: &[(&str, &[u8])] = &[
+        ("output/tradefed-stdout.txt", b"stdout"),
+        ("output/results/1/compatibility_result.xsl", b"xsl"),
+        ("output/results/1/test_result.xml", b"<Result/>"),
+        ("output/results/1/logo.png", b"png"),
+        ("output/results/2/compatibility_result.xsl", b"second xsl"),
+        ("output/tradefed-logcat.txt.gz", b"not this"),
+        ("output/tradefed-logcat.txt", b"logcat"),
+        ("output/results/1/compatibility_result.css", b"css"),
+    ];
+    let expected: Vec<(Member, Vec<u8>)> = [
+        (Member::Stdout, "stdout"),
+        (Member::Stylesheet, "xsl"),
+        (Member::TestResult, "<Result/>"),
+        (Member::Logo, "png"),
+        (Member::Logcat, "logcat"),
+        (Member::Css, "css"),
+    ]
+    .into_iter()
+    .map(|(m, c)| (m, c.as_bytes().to_vec()))
+    .collect();
+    for (format, build) in ARCHIVERS {
+        let archive = build(entries);
+        assert_eq!(members(&archive, &Member::ALL, &Limits::default()).unwrap(), expected, "{format:?}");
+        let only = members(&archive, &[Member::TestResult, Member::Logcat], &Limits::default()).unwrap();
+        assert_eq!(only, [expected[2].clone(), expected[4].clone()], "{format:?}");
+        // A companion over the limits fails the extraction, as the report does.
+        let small = Limits { max_size: 5, ..Limits::default() };
+        let err = members(&build(&entries[..3]), &Member::ALL, &small).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooLarge { limit: 5 }), "{format:?}: {err:?}");
+    }
+    let bare = members(b"<Result/>", &Member::ALL, &Limits::default()).unwrap();
+    assert_eq!(bare, [(Member::TestResult, b"<Result/>".to_vec())], "a bare report has no companions");
+    let without = members(&tar_xz_of(&entries[..2]), &Member::ALL, &Limits::default());
+    assert!(matches!(without, Err(ArchiveError::NoTestResult { entries: 2 })), "{without:?}");
+    // A failure of the receiver is a write error.
+    let failing = extract_members(Bytes::new(zip_of(entries)), &Member::ALL, &Limits::default(), &mut |_, _| {
+        Err(std::io::Error::other("disk full"))
+    });
+    assert!(matches!(failing, Err(ArchiveError::Write(_))), "{failing:?}");
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use squadron_plugins::tradefed::Tradefed;
-use squadron_plugins::{KnownIssueRef, LabArtifact, LabJob, Plugin, PluginError, PluginInput, ReadSeek, StepOutput};
+use squadron_plugins::{
+    KnownIssueRef, LabArtifact, LabJob, Plugin, PluginError, PluginInput, ReadSeek, StashedAttachment, StepOutput,
+};
 
 /// Attachments from files; the stash in a directory; a lab whose
 /// downloads are files too.
@@ -23,6 +25,8 @@ struct Files {
     job: Option<LabJob>,
     failed: Vec<(String, String)>,
     downloads: BTreeMap<String, PathBuf>,
+    /// Where the run's attachments are served, if known.
+    attachments_at: Option<String>,
 }
 
 impl Files {
@@ -34,6 +38,7 @@ impl Files {
             job: None,
             failed: Vec::new(),
             downloads: BTreeMap::new(),
+            attachments_at: None,
         }
     }
 
@@ -89,6 +94,9 @@ impl PluginInput for Files {
     }
     fn failed_tests(&self) -> std::io::Result<Vec<(String, String)>> {
         Ok(self.failed.clone())
+    }
+    fn attachment_url(&self, filename: &str) -> Option<String> {
+        Some(format!("{}/{filename}", self.attachments_at.as_ref()?))
     }
     fn download(&self, url: &str) -> Result<String, PluginError> {
         let path = self.downloads.get(url).ok_or_else(|| PluginError::BadInput(format!("{url}: 404")))?;
@@ -281,6 +289,8 @@ fn a_ci_job_reads_the_archive_its_lab_results_point_to() {
     )];
     let mut input = Files::new(&[]).job(&tradefed_job("cts-lkft", "aggregated"), &failed);
     input.downloads.insert(url.into(), archive);
+    let served = "https://qa.example/lkft/android/build/v%201/attachments/testrun/9";
+    input.attachments_at = Some(served.into());
     assert!(!Tradefed.applies_to(&input), "no archive in the lab's results yet");
     let job = input.job.as_mut().unwrap();
     job.artifacts.push(LabArtifact { suite: "0_boot".into(), result: "pass".into(), url: "http://elsewhere".into() });
@@ -290,8 +300,41 @@ fn a_ci_job_reads_the_archive_its_lab_results_point_to() {
     let tests = tests_of(&outputs);
     assert_eq!(tests.len(), 1);
     assert!(tests[0].3.as_deref().unwrap().starts_with("=== with config {glformat=rgba8888d24s8ms0,"), "{tests:?}");
-    let attached: Vec<&str> = outputs.iter().flat_map(|o| &o.attachments).map(|a| a.filename.as_str()).collect();
-    assert_eq!(attached, ["tradefed-output-20220608105250.tar.xz", "test_results.xml"]);
+    // The report and its companion files are attached under SQUAD's names
+    // (this archive has no logo), their links rewritten to where the run's
+    // attachments are served.
+    let attached: BTreeMap<&str, &StashedAttachment> =
+        outputs.iter().flat_map(|o| &o.attachments).map(|a| (a.filename.as_str(), a)).collect();
+    let names: Vec<&str> = outputs.iter().flat_map(|o| &o.attachments).map(|a| a.filename.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "tradefed-output-20220608105250.tar.xz",
+            "test_results.xml",
+            "compatibility_result.xsl",
+            "compatibility_result.css",
+            "teadefed_stdout.txt",
+            "teadefed_logcat.txt"
+        ]
+    );
+    let content = |name: &str| std::fs::read(input.stash.path().join(&attached[name].key)).unwrap();
+    let report = String::from_utf8(content("test_results.xml")).unwrap();
+    let original = std::fs::read_to_string(testdata("tradefed/squad-integration/test_result.xml")).unwrap();
+    assert_eq!(
+        report,
+        original.replacen("\"compatibility_result.xsl\"", &format!("\"{served}/compatibility_result.xsl\""), 1)
+    );
+    let xsl = String::from_utf8(content("compatibility_result.xsl")).unwrap();
+    assert!(xsl.contains(&format!("@import \"{served}/compatibility_result.css\";")), "{xsl}");
+    assert!(xsl.contains(&format!("<img src=\"{served}/logo.png\"/>")), "{xsl}");
+    assert_eq!(content("compatibility_result.css").len(), 3340);
+    assert_eq!(content("teadefed_stdout.txt"), b"tradefed stdout sample\n");
+    assert_eq!(content("teadefed_logcat.txt"), b"tradefed logcat sample\n");
+    let types: Vec<&str> = attached.values().map(|a| a.mimetype.as_str()).collect();
+    assert_eq!(
+        types,
+        ["text/css", "application/xslt+xml", "text/plain", "text/plain", "application/xml", "application/x-tar"]
+    );
     let metadata: Vec<_> = outputs.iter().flat_map(|o| &o.metadata).collect();
     assert_eq!(metadata, [(&"tradefed_results_url_4242".to_string(), &serde_json::json!(url))]);
     assert_resumable(&outputs, || {
@@ -301,6 +344,7 @@ fn a_ci_job_reads_the_archive_its_lab_results_point_to() {
             .insert(url.into(), testdata("tradefed/squad-integration/tradefed-output-20220608105250.tar.xz"));
         input.job.as_mut().unwrap().artifacts =
             vec![LabArtifact { suite: "1_cts-lkft".into(), result: "pass".into(), url: url.into() }];
+        input.attachments_at = Some(served.into());
         input
     });
 }

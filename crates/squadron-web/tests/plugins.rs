@@ -29,6 +29,7 @@ async fn run_plugins_until(db: &TestDb, condition: &str) {
         queue: Queue::default(),
         backends: Backends::new(db.scratch.dir.path()),
         plugins: Plugins::builtin(),
+        base_url: String::new(),
         submit_retry_delay: Duration::from_secs(1),
     });
     let mut registry = Registry::new();

@@ -65,6 +65,7 @@ pub fn registry(store: &Store, blobs: &BlobStore, cli: &Cli, owner: &str) -> any
         queue: Queue::new(options.routes()),
         backends: Backends::new(cli.data_dir()),
         plugins: Plugins::builtin(),
+        base_url: cli.mail.base_url.as_deref().unwrap_or_default().trim_end_matches('/').to_string(),
         submit_retry_delay: cli.ci.ci_submit_retry,
     });
     registry.register::<SubmitJob>(ci.clone());

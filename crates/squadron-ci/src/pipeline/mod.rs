@@ -3,6 +3,7 @@
 mod cancel;
 mod fetch;
 mod finish;
+pub mod links;
 mod poll;
 mod postprocess;
 mod submit;
@@ -35,6 +36,11 @@ pub struct Ci {
     pub backends: Backends,
     /// The plugins projects may enable.
     pub plugins: Plugins,
+    /// The base URL of this instance (`SQUADRON_BASE_URL`, no trailing
+    /// slash; empty if not configured): the links plugins write into
+    /// attached files start with it, and a lab result that points under it
+    /// is read from the store.
+    pub base_url: String,
     /// How long a submission that failed for a temporary reason waits
     /// before it is tried again (SQUAD: an hour).
     pub submit_retry_delay: Duration,

@@ -23,6 +23,7 @@ use squadron_store::sql::Sql;
 use squadron_store::{Store, WriteTx};
 use tracing::warn;
 
+use super::links::{local_attachment, RunPlace};
 use super::{Ci, FinishJob};
 
 /// Runs plugin `plugin` on test run `testrun_id` (of CI job `testjob_id`,
@@ -54,6 +55,10 @@ pub struct RunInput {
     /// Writes stashed files from the blocking thread a step runs on.
     runtime: tokio::runtime::Handle,
     id: i64,
+    /// Where the run's attachments are served.
+    place: RunPlace,
+    /// [`Ci::base_url`].
+    base_url: String,
     log: Option<String>,
     attachments: Vec<(String, String)>,
     settings: Value,
@@ -71,12 +76,14 @@ impl RunInput {
     pub async fn load(cx: &Ci, id: i64, testjob: Option<i64>) -> Result<Option<RunInput>, TaskError> {
         let store = &cx.store;
         let mut run = Sql::new(
-            "SELECT r.log_file, p.project_settings FROM testruns r JOIN builds b ON b.id = r.build_id \
-             JOIN projects p ON p.id = b.project_id WHERE r.id = ",
+            "SELECT r.log_file, p.project_settings, g.slug, p.slug, b.version FROM testruns r \
+             JOIN builds b ON b.id = r.build_id JOIN projects p ON p.id = b.project_id \
+             JOIN groups g ON g.id = p.group_id WHERE r.id = ",
         );
         run.bind(id);
-        let Some((log, settings)) =
-            store.fetch_optional::<(Option<String>, String)>(&run).await.map_err(TaskError::failed)?
+        type Row = (Option<String>, String, String, String, String);
+        let Some((log, settings, group, project, version)) =
+            store.fetch_optional::<Row>(&run).await.map_err(TaskError::failed)?
         else {
             return Ok(None);
         };
@@ -94,6 +101,8 @@ impl RunInput {
             http: cx.backends.http.clone(),
             runtime: tokio::runtime::Handle::current(),
             id,
+            place: RunPlace { group, project, version, testrun: id },
+            base_url: cx.base_url.clone(),
             log,
             attachments,
             settings: Value::Object(settings),
@@ -102,8 +111,12 @@ impl RunInput {
         }))
     }
 
-    /// Streams `url` into a blob.
+    /// Streams `url` into a blob; an attachment of this instance is
+    /// taken from the store instead.
     async fn fetch(&self, url: &str) -> Result<String, PluginError> {
+        if let Some((testrun, filename)) = local_attachment(&self.base_url, url) {
+            return self.local(url, testrun, &filename).await;
+        }
         let retry = |e: &dyn std::fmt::Display| PluginError::Io(std::io::Error::other(format!("{url}: {e}")));
         let mut response = self.http.get(url).send().await.map_err(|e| retry(&e))?;
         let status = response.status();
@@ -123,6 +136,30 @@ impl RunInput {
             writer.write(&chunk).await?;
         }
         Ok(writer.finish().await?.key)
+    }
+}
+
+impl RunInput {
+    /// The blob of attachment `filename` of run `testrun`, which `url` names
+    /// on this instance. Only a run of the same project or of a public
+    /// one is read (SQUAD read any), so a job cannot reach into a private
+    /// project by naming its attachments.
+    async fn local(&self, url: &str, testrun: i64, filename: &str) -> Result<String, PluginError> {
+        let mut sql = Sql::new(
+            "SELECT a.blob FROM attachments a JOIN testruns r ON r.id = a.test_run_id \
+             JOIN builds b ON b.id = r.build_id JOIN projects p ON p.id = b.project_id \
+             WHERE a.test_run_id = ",
+        );
+        sql.bind(testrun).push(" AND a.filename = ").bind(filename.to_string());
+        sql.push(" AND (p.is_public OR p.id = (SELECT b2.project_id FROM testruns r2 JOIN builds b2 ON b2.id = r2.build_id WHERE r2.id = ");
+        sql.bind(self.id).push(")) ORDER BY a.id DESC");
+        let found: Option<(String,)> =
+            self.store.fetch_optional(&sql).await.map_err(|e| PluginError::Io(std::io::Error::other(e)))?;
+        found.map(|(blob,)| blob).ok_or_else(|| {
+            PluginError::BadInput(format!(
+                "{url}: no such attachment on this instance (or not visible to this project)"
+            ))
+        })
     }
 }
 
@@ -199,6 +236,10 @@ impl PluginInput for RunInput {
 
     fn download(&self, url: &str) -> Result<String, PluginError> {
         self.runtime.block_on(self.fetch(url))
+    }
+
+    fn attachment_url(&self, filename: &str) -> Option<String> {
+        Some(self.place.attachment_url(&self.base_url, filename))
     }
 
     fn should_stop(&self) -> bool {

@@ -495,7 +495,10 @@ fn made_up_results(definition: &Value, base: &str) -> Result<(Vec<Value>, Vec<u8
         }));
     }
     if let Some(archive) = text("tradefed") {
-        let reference = format!("{base}/artifacts/{archive}");
+        let reference = match archive.starts_with("http") {
+            true => archive.to_string(),
+            false => format!("{base}/artifacts/{archive}"),
+        };
         results.push(json!({
             "suite": "2_cts-lkft", "name": "test-attachment", "result": "pass", "measurement": "None", "unit": "",
             "metadata": {"case": "test-attachment", "definition": "2_cts-lkft", "result": "pass",

@@ -20,6 +20,10 @@ use squadron_store::testing::TestDb;
 /// The queues of the pipeline and of the build status update.
 pub const QUEUES: [&str; 5] = ["ci_quick", "ci_poll", "ci_fetch", "ci_fetch_postprocess", "core_postprocess"];
 
+/// The base URL the pipeline takes for its own instance's (nothing
+/// listens there: what it names is read from the store).
+pub const INSTANCE_URL: &str = "http://squadron.invalid/squad";
+
 /// The pipeline's context over `db` with `plugins` and `backends`.
 pub fn pipeline(db: &TestDb, plugins: Plugins, backends: Backends) -> Arc<Ci> {
     Arc::new(Ci {
@@ -28,6 +32,7 @@ pub fn pipeline(db: &TestDb, plugins: Plugins, backends: Backends) -> Arc<Ci> {
         queue: Queue::default(),
         backends,
         plugins,
+        base_url: INSTANCE_URL.into(),
         submit_retry_delay: Duration::from_millis(100),
     })
 }

@@ -1,15 +1,17 @@
-//! Finding `test_result.xml` in a tradefed results archive.
+//! Finding `test_result.xml` and its companion files in a tradefed
+//! results archive.
 //!
 //! Tradefed's results come as a `.tar.xz` (what LKFT's LAVA jobs upload),
 //! sometimes as a `.tar.gz` or a `.zip`, or as the bare XML. The format
-//! is told by the first bytes, not by a file name. The report is streamed
-//! into a caller's [`Write`] (which can store it as a blob): neither the
-//! archive nor the report is held in memory.
+//! is told by the first bytes, not by a file name. Each file taken is
+//! streamed into a caller's [`Write`] (which can store it as a blob):
+//! neither the archive nor its files are held in memory.
 //!
-//! The member taken is the first regular file named `test_result.xml` (in
-//! any folder). Archives are untrusted input, so [`Limits`] bound the
-//! report's size, how far the archive may expand (zip bombs) and how many
-//! entries are looked at.
+//! The files taken are the [`Member`]s asked for, each the first regular
+//! file of its name (in any folder), in the archive's order; a tarball is
+//! read until all were found. Archives are untrusted input, so [`Limits`]
+//! bound each file's size, how far the archive may expand (zip bombs) and
+//! how many entries are looked at.
 
 use std::cell::Cell;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -60,14 +62,58 @@ pub enum Format {
     Xml,
 }
 
-/// What was extracted.
+/// A file of tradefed's results folder, told by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Member {
+    /// `test_result.xml`, the report.
+    TestResult,
+    /// `compatibility_result.xsl`, the stylesheet a browser shows the report with.
+    Stylesheet,
+    /// `compatibility_result.css`, which the stylesheet imports.
+    Css,
+    /// `logo.png`, which the stylesheet shows.
+    Logo,
+    /// `tradefed-stdout.txt`, tradefed's console output.
+    Stdout,
+    /// `tradefed-logcat.txt`, the device's log.
+    Logcat,
+}
+
+impl Member {
+    /// Every member, the report first.
+    pub const ALL: [Member; 6] =
+        [Member::TestResult, Member::Stylesheet, Member::Css, Member::Logo, Member::Stdout, Member::Logcat];
+
+    /// Its file name in the archive.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Member::TestResult => TEST_RESULT,
+            Member::Stylesheet => "compatibility_result.xsl",
+            Member::Css => "compatibility_result.css",
+            Member::Logo => "logo.png",
+            Member::Stdout => "tradefed-stdout.txt",
+            Member::Logcat => "tradefed-logcat.txt",
+        }
+    }
+
+    /// The member an archive path names (by its last component).
+    pub fn of_path(path: &[u8]) -> Option<Member> {
+        let name = path.rsplit(|&b| b == b'/').next()?;
+        Member::ALL.into_iter().find(|m| m.file_name().as_bytes() == name)
+    }
+}
+
+/// Copies one found member into the writer given, within the limits.
+pub type CopyMember<'a> = dyn FnMut(&mut dyn Write) -> io::Result<()> + 'a;
+
+/// What the report's extraction found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extracted {
     /// The input's format.
     pub format: Format,
     /// Path of the report inside the archive; `None` for a bare XML.
     pub path: Option<String>,
-    /// Bytes written.
+    /// The report's size in bytes.
     pub size: u64,
 }
 
@@ -135,11 +181,26 @@ pub fn detect_format(head: &[u8]) -> Option<Format> {
 /// Copies the `test_result.xml` of `input` (read from its current
 /// position) into `output`, within `limits`. On error, `output` may have
 /// received part of the report.
-pub fn extract_test_result<R, W>(mut input: R, output: &mut W, limits: &Limits) -> Result<Extracted, ArchiveError>
-where
-    R: Read + Seek,
-    W: Write + ?Sized,
-{
+pub fn extract_test_result<R: Read + Seek>(
+    input: R,
+    output: &mut dyn Write,
+    limits: &Limits,
+) -> Result<Extracted, ArchiveError> {
+    extract_members(input, &[Member::TestResult], limits, &mut |_, copy| copy(output))
+}
+
+/// Finds the `wanted` members of `input` (read from its current
+/// position), which must hold a report, and hands each one found to
+/// `keep` with a function that copies it, within `limits`, into a writer.
+/// A bare XML is the report alone. A limit a copy runs into is the error
+/// returned, whatever `keep` made of it; another error of `keep` is
+/// [`ArchiveError::Write`].
+pub fn extract_members<R: Read + Seek>(
+    mut input: R,
+    wanted: &[Member],
+    limits: &Limits,
+    keep: &mut dyn FnMut(Member, &mut CopyMember<'_>) -> io::Result<()>,
+) -> Result<Extracted, ArchiveError> {
     let start = input.stream_position().map_err(ArchiveError::Read)?;
     let mut head = [0u8; 512];
     let mut len = 0;
@@ -153,25 +214,78 @@ where
     }
     let format = detect_format(&head[..len]).ok_or(ArchiveError::UnknownFormat)?;
     input.seek(SeekFrom::Start(start)).map_err(ArchiveError::Read)?;
+    let mut found = Found { wanted: wanted.to_vec(), keep, report: None };
     match format {
         Format::Xml => {
-            let size = copy_limited(&mut input, output, limits, None, &ArchiveError::Read)?;
-            Ok(Extracted { format, path: None, size })
+            found.hand_over(Member::TestResult, None, &mut input, None, limits, &ArchiveError::Read)?;
         }
-        Format::Zip => extract_zip(input, output, limits),
+        Format::Zip => extract_zip(input, &mut found, limits)?,
         Format::TarXz => {
             let meter = Rc::new(Meter::default());
             let stream = xz2::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, xz2::stream::CONCATENATED)
                 .map_err(|err| ArchiveError::Unsupported(err.to_string()))?;
             let compressed = Counted { inner: input, meter: Rc::clone(&meter) };
             let decoder = xz2::read::XzDecoder::new_stream(compressed, stream);
-            extract_tar(decoder, meter, format, output, limits)
+            extract_tar(decoder, meter, &mut found, limits)?;
         }
         Format::TarGz => {
             let meter = Rc::new(Meter::default());
             let compressed = Counted { inner: input, meter: Rc::clone(&meter) };
             let decoder = flate2::read::MultiGzDecoder::new(compressed);
-            extract_tar(decoder, meter, format, output, limits)
+            extract_tar(decoder, meter, &mut found, limits)?;
+        }
+    }
+    let (path, size) = found.report.expect("every format found the report or failed");
+    Ok(Extracted { format, path, size })
+}
+
+/// The members still wanted, and where the report was.
+struct Found<'k> {
+    wanted: Vec<Member>,
+    keep: &'k mut dyn FnMut(Member, &mut CopyMember<'_>) -> io::Result<()>,
+    report: Option<(Option<String>, u64)>,
+}
+
+impl Found<'_> {
+    /// The member at `path`, if it is still wanted.
+    fn wants(&self, path: &[u8]) -> Option<Member> {
+        Member::of_path(path).filter(|m| self.wanted.contains(m))
+    }
+
+    /// Whether every wanted member was found.
+    fn done(&self) -> bool {
+        self.wanted.is_empty()
+    }
+
+    /// Hands `source`, member `member` at `path`, to `keep`.
+    fn hand_over(
+        &mut self,
+        member: Member,
+        path: Option<String>,
+        source: &mut dyn Read,
+        compressed: Option<u64>,
+        limits: &Limits,
+        read_failed: &dyn Fn(io::Error) -> ArchiveError,
+    ) -> Result<(), ArchiveError> {
+        self.wanted.retain(|m| *m != member);
+        let mut failure = None;
+        let mut size = 0;
+        let kept = (self.keep)(member, &mut |out: &mut dyn Write| {
+            copy_limited(source, out, limits, compressed, read_failed).map(|n| size = n).map_err(|err| {
+                let message = io::Error::other(err.to_string());
+                failure = Some(err);
+                message
+            })
+        });
+        match (failure, kept) {
+            (Some(err), _) => Err(err),
+            (None, Err(err)) => Err(ArchiveError::Write(err)),
+            (None, Ok(())) => {
+                if member == Member::TestResult {
+                    self.report = Some((path, size));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -220,17 +334,12 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
-fn extract_tar<D, W>(
+fn extract_tar<D: Read>(
     decoder: D,
     meter: Rc<Meter>,
-    format: Format,
-    output: &mut W,
+    found: &mut Found<'_>,
     limits: &Limits,
-) -> Result<Extracted, ArchiveError>
-where
-    D: Read,
-    W: Write + ?Sized,
-{
+) -> Result<(), ArchiveError> {
     let classify = |err: io::Error| {
         if meter.tripped.get() {
             ArchiveError::RatioExceeded { limit: limits.max_ratio }
@@ -247,33 +356,35 @@ where
         if seen > limits.max_entries {
             return Err(ArchiveError::TooManyEntries { limit: limits.max_entries });
         }
-        if !entry.header().entry_type().is_file() || !is_test_result(&entry.path_bytes()) {
+        if !entry.header().entry_type().is_file() {
             continue;
         }
+        let Some(member) = found.wants(&entry.path_bytes()) else { continue };
         if entry.size() > limits.max_size {
             return Err(ArchiveError::TooLarge { limit: limits.max_size });
         }
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let size = copy_limited(&mut entry, output, limits, None, &classify)?;
-        return Ok(Extracted { format, path: Some(path), size });
+        found.hand_over(member, Some(path), &mut entry, None, limits, &classify)?;
+        if found.done() {
+            break;
+        }
     }
-    Err(ArchiveError::NoTestResult { entries: seen })
+    match found.report {
+        Some(_) => Ok(()),
+        None => Err(ArchiveError::NoTestResult { entries: seen }),
+    }
 }
 
-fn extract_zip<R, W>(input: R, output: &mut W, limits: &Limits) -> Result<Extracted, ArchiveError>
-where
-    R: Read + Seek,
-    W: Write + ?Sized,
-{
+fn extract_zip<R: Read + Seek>(input: R, found: &mut Found<'_>, limits: &Limits) -> Result<(), ArchiveError> {
     let mut zip = zip::ZipArchive::new(input).map_err(zip_error)?;
     let entries = zip.len() as u64;
     if entries > limits.max_entries {
         return Err(ArchiveError::TooManyEntries { limit: limits.max_entries });
     }
     for index in 0..zip.len() {
-        if !zip.name_for_index(index).is_some_and(|name| is_test_result(name.as_bytes())) {
+        let Some(member) = zip.name_for_index(index).and_then(|name| found.wants(name.as_bytes())) else {
             continue;
-        }
+        };
         let mut file = zip.by_index(index).map_err(zip_error)?;
         if !file.is_file() {
             continue;
@@ -283,22 +394,22 @@ where
         }
         let path = file.name().to_owned();
         let compressed = file.compressed_size();
-        let size = copy_limited(&mut file, output, limits, Some(compressed), &read_error)?;
-        return Ok(Extracted { format: Format::Zip, path: Some(path), size });
+        found.hand_over(member, Some(path), &mut file, Some(compressed), limits, &read_error)?;
+        if found.done() {
+            break;
+        }
     }
-    Err(ArchiveError::NoTestResult { entries })
-}
-
-/// Whether an archive path names a `test_result.xml`.
-fn is_test_result(path: &[u8]) -> bool {
-    path.rsplit(|&b| b == b'/').next() == Some(TEST_RESULT.as_bytes())
+    match found.report {
+        Some(_) => Ok(()),
+        None => Err(ArchiveError::NoTestResult { entries }),
+    }
 }
 
 /// Copies `source` into `output` within the size limit and, when the
 /// compressed size is known, the ratio limit.
-fn copy_limited<W: Write + ?Sized>(
+fn copy_limited(
     source: &mut dyn Read,
-    output: &mut W,
+    output: &mut dyn Write,
     limits: &Limits,
     compressed: Option<u64>,
     read_failed: &dyn Fn(io::Error) -> ArchiveError,

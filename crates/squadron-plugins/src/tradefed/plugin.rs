@@ -39,7 +39,8 @@ use squadron_core::results::TestStatus;
 use squadron_core::settings::truthy;
 use squadron_core::submission::{SubmittedMetric, SubmittedTest};
 
-use super::archive::{detect_format, extract_test_result, Format, Limits, TEST_RESULT};
+use super::archive::{detect_format, extract_members, ArchiveError, Format, Limits, Member, TEST_RESULT};
+use super::companions::{attachment_of, write_member};
 use super::decorate::{DecorateState, Decorator};
 use super::results::{Counts, Cursor, Parser, TradefedTest};
 use crate::{KnownIssueRef, LabJob, Plugin, PluginError, PluginInput, StashedAttachment, StepOutput, StopOnRequest};
@@ -51,8 +52,6 @@ const DECORATE_BATCH_TESTS: usize = 50_000;
 /// The project setting that makes a CI job's `aggregated` results
 /// recorded test by test.
 pub const EXTRACT_AGGREGATED: &str = "PLUGINS_TRADEFED_EXTRACT_AGGREGATED";
-/// The name SQUAD attaches the extracted report under.
-const REPORT_ATTACHMENT: &str = "test_results.xml";
 
 /// `tradefed`.
 pub struct Tradefed;
@@ -79,7 +78,8 @@ enum State {
         archive: File,
         action: Option<String>,
         mode: Mode,
-        /// Whether to attach the extracted report (it came from the lab).
+        /// Whether to attach the extracted report and its companion files
+        /// (the archive came from the lab).
         attach_report: bool,
     },
     /// The report is being read; `parse` is `None` before the first batch.
@@ -249,7 +249,8 @@ impl Tradefed {
         Ok(State::Read { report, action, mode, parse: None })
     }
 
-    /// Extracts the report from its archive into the stash.
+    /// Extracts the report from its archive into the stash, and its
+    /// companion files too when they are to be attached.
     fn extract(
         &self,
         input: &dyn PluginInput,
@@ -259,29 +260,41 @@ impl Tradefed {
         attach_report: bool,
     ) -> Result<StepOutput, PluginError> {
         let mut file = StopOnRequest::new(open(input, &archive)?, input);
-        let mut failure = None;
-        let key = input.stash(&mut |out| {
-            if let Err(e) = extract_test_result(&mut file, out, &Limits::default()) {
-                failure = Some(e.to_string());
-            }
+        let wanted: &[Member] = if attach_report { &Member::ALL } else { &[Member::TestResult] };
+        let url_of = |name: &str| input.attachment_url(name).filter(|_| attach_report);
+        let mut stashed = Vec::new();
+        let extracted = extract_members(&mut file, wanted, &Limits::default(), &mut |member, copy| {
+            let key = input.stash(&mut |out| write_member(member, &url_of, out, copy))?;
+            stashed.push((member, key));
             Ok(())
-        })?;
+        });
         if input.should_stop() {
             return Err(PluginError::Interrupted);
         }
-        if let Some(e) = failure {
-            let name = match &archive {
-                File::Attachment(name) => name.as_str(),
-                File::Stashed(_) => "the results archive",
-            };
-            return Err(PluginError::BadInput(format!("{name}: {e}")));
+        match extracted {
+            Ok(_) => {}
+            Err(ArchiveError::Write(e)) => return Err(PluginError::Io(e)),
+            Err(e) => {
+                let name = match &archive {
+                    File::Attachment(name) => name.as_str(),
+                    File::Stashed(_) => "the results archive",
+                };
+                return Err(PluginError::BadInput(format!("{name}: {e}")));
+            }
         }
-        let state = self.reading(input, File::Stashed(key.clone()), action, mode)?;
+        stashed.sort();
+        let report = stashed.iter().find(|(m, _)| *m == Member::TestResult).map(|(_, key)| key.clone());
+        let report = report.expect("a successful extraction stashed the report");
+        let state = self.reading(input, File::Stashed(report), action, mode)?;
         let mut output = StepOutput { next: encode(&state), ..StepOutput::default() };
         if attach_report {
-            let report =
-                StashedAttachment { filename: REPORT_ATTACHMENT.into(), key, mimetype: "application/xml".into() };
-            output.attachments.push(report);
+            output.attachments = stashed
+                .into_iter()
+                .map(|(member, key)| {
+                    let (filename, mimetype) = attachment_of(member);
+                    StashedAttachment { filename: filename.into(), key, mimetype: mimetype.into() }
+                })
+                .collect();
         }
         Ok(output)
     }
