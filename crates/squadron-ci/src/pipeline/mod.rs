@@ -3,7 +3,7 @@
 mod cancel;
 mod fetch;
 mod finish;
-pub mod links;
+mod links;
 mod poll;
 mod postprocess;
 mod submit;
