@@ -4,6 +4,7 @@
 use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{Map, Value};
 use squadron_core::access::Caller;
 use squadron_store::accounts::User;
@@ -215,17 +216,12 @@ impl Rest {
     }
 }
 
+/// What a query component keeps as it is: RFC 3986's unreserved characters.
+const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// Percent-encodes a query component.
 pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, QUERY_COMPONENT).to_string()
 }
 
 #[cfg(test)]
@@ -251,5 +247,6 @@ mod tests {
             vec![("a".into(), "1".into()), ("b".into(), "x+y z".into()), ("fields".into(), "id,name".into())]
         );
         assert_eq!(encode("a b/c=d"), "a%20b%2Fc%3Dd");
+        assert_eq!(encode("-_.~é+"), "-_.~%C3%A9%2B");
     }
 }
