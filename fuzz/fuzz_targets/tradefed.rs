@@ -13,7 +13,7 @@ use squadron_plugins::tradefed::companions::write_member;
 use squadron_plugins::tradefed::results::Parser;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { max_size: 1 << 20, max_ratio: 100, max_entries: 100 };
+    let limits = Limits { max_size: 1 << 20, max_companion_size: 1 << 16, max_ratio: 100, max_entries: 100 };
     let url_of = |name: &str| Some(format!("/g/p/build/v&1/attachments/testrun/1/{name}"));
     let mut kept = Vec::new();
     let extracted = extract_members(Cursor::new(data), &Member::ALL, &limits, &mut |member, copy| {

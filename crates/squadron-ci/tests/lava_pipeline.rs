@@ -194,6 +194,29 @@ both_engines! {
         assert!(logs[1].2.as_deref().unwrap_or("").starts_with("=== with config"), "decorated from the stored archive: {logs:?}");
         let same = "SELECT COUNT(DISTINCT blob) FROM attachments WHERE filename = 'tradefed-output-20220608105250.tar.xz'";
         assert_eq!(db.scalar(same).await, 1, "the stored archive itself");
+
+        // The first run moved to another project: read while that project
+        // is public, refused while it is private.
+        db.execute(
+            "INSERT INTO projects (group_id, slug, name, is_public, datetime) \
+             SELECT group_id, 'secret', 'secret', FALSE, datetime FROM projects WHERE slug = 'p'",
+        )
+        .await;
+        db.execute(
+            "INSERT INTO builds (project_id, version, created_at, datetime) SELECT id, 'v9', '2026-11-28T10:00:00Z', \
+             '2026-11-28T10:00:00Z' FROM projects WHERE slug = 'secret'",
+        )
+        .await;
+        db.execute(&format!("UPDATE testruns SET build_id = (SELECT id FROM builds WHERE version = 'v9') WHERE id = {run}")).await;
+        for (public, refused) in [(false, true), (true, false)] {
+            db.execute(&format!("UPDATE projects SET is_public = {public} WHERE slug = 'secret'")).await;
+            let job = another_job(&db, &TRADEFED_DEFINITION.replace("ARCHIVE", &mine)).await;
+            let processed = processed.replace(&second.to_string(), &job.to_string());
+            run_until(&db, &processed).await;
+            let run = db.scalar(&format!("SELECT testrun_id FROM testjobs WHERE id = {job}")).await;
+            let metadata = db.text(&format!("SELECT metadata_file FROM testruns WHERE id = {run}")).await;
+            assert_eq!(metadata.contains("no such attachment on this instance"), refused, "public: {public}: {metadata}");
+        }
     }
 
     async fn a_tradefed_job_records_every_test_when_its_project_asks(db: TestDb) {

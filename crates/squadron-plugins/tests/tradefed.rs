@@ -531,10 +531,41 @@ fn companion_files_are_found_before_and_after_the_report() {
         assert_eq!(members(&archive, &Member::ALL, &Limits::default()).unwrap(), expected, "{format:?}");
         let only = members(&archive, &[Member::TestResult, Member::Logcat], &Limits::default()).unwrap();
         assert_eq!(only, [expected[2].clone(), expected[4].clone()], "{format:?}");
-        // A companion over the limits fails the extraction, as the report does.
-        let small = Limits { max_size: 5, ..Limits::default() };
-        let err = members(&build(&entries[..3]), &Member::ALL, &small).unwrap_err();
+        // A companion over its limit is passed over; the report over its
+        // own fails the extraction.
+        let small = Limits { max_companion_size: 5, ..Limits::default() };
+        let kept: Vec<Member> = members(&archive, &Member::ALL, &small).unwrap().into_iter().map(|(m, _)| m).collect();
+        assert_eq!(kept, [Member::Stylesheet, Member::TestResult, Member::Logo, Member::Css], "{format:?}");
+        let err = members(&archive, &Member::ALL, &Limits { max_size: 5, ..Limits::default() }).unwrap_err();
         assert!(matches!(err, ArchiveError::TooLarge { limit: 5 }), "{format:?}: {err:?}");
+        // Once the report is taken, a rest of the archive that breaks a
+        // limit only ends the search for companions.
+        let few = Limits { max_entries: 4, ..Limits::default() };
+        let kept = members(&archive, &Member::ALL, &few);
+        if *format == Format::Zip {
+            assert!(matches!(kept, Err(ArchiveError::TooManyEntries { limit: 4 })), "a zip's directory is read first");
+        } else {
+            let kept: Vec<Member> = kept.unwrap().into_iter().map(|(m, _)| m).collect();
+            assert_eq!(kept, [Member::Stdout, Member::Stylesheet, Member::TestResult, Member::Logo], "{format:?}");
+        }
+    }
+    // A damaged tail after the report: the report and what came before it
+    // are kept; before the report it is a corrupt archive.
+    let mut state = 1u64;
+    let filler: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    let with_filler = [&entries[..4], &[("output/filler.bin", filler.as_slice())], &entries[4..]].concat();
+    for build in [tar_gz_of as Builder, tar_xz_of] {
+        let archive = build(&with_filler);
+        let cut = &archive[..archive.len() - 2048];
+        let kept: Vec<Member> =
+            members(cut, &Member::ALL, &Limits::default()).unwrap().into_iter().map(|(m, _)| m).collect();
+        assert_eq!(kept, [Member::Stdout, Member::Stylesheet, Member::TestResult, Member::Logo]);
+        assert!(members(&archive[..100], &Member::ALL, &Limits::default()).is_err());
     }
     let bare = members(b"<Result/>", &Member::ALL, &Limits::default()).unwrap();
     assert_eq!(bare, [(Member::TestResult, b"<Result/>".to_vec())], "a bare report has no companions");

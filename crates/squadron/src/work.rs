@@ -65,7 +65,7 @@ pub fn registry(store: &Store, blobs: &BlobStore, cli: &Cli, owner: &str) -> any
         queue: Queue::new(options.routes()),
         backends: Backends::new(cli.data_dir()),
         plugins: Plugins::builtin(),
-        base_url: cli.mail.base_url.as_deref().unwrap_or_default().trim_end_matches('/').to_string(),
+        base_url: instance_base(cli.mail.base_url.as_deref()),
         submit_retry_delay: cli.ci.ci_submit_retry,
     });
     registry.register::<SubmitJob>(ci.clone());
@@ -78,6 +78,20 @@ pub fn registry(store: &Store, blobs: &BlobStore, cli: &Cli, owner: &str) -> any
         warn!("this is a test build: the crash-test task kinds are registered");
     }
     Ok(registry)
+}
+
+/// The base URL of this instance's addresses in attached files, if
+/// `SQUADRON_BASE_URL` is one; a value that is not is set aside with a
+/// warning (links then start at the server's root).
+fn instance_base(configured: Option<&str>) -> String {
+    match configured {
+        Some(base) if squadron_ci::pipeline::links::valid_base(base) => base.trim_end_matches('/').to_string(),
+        Some(base) => {
+            warn!(base, "SQUADRON_BASE_URL is not an http(s) URL: links in attached files start at the server's root");
+            String::new()
+        }
+        None => String::new(),
+    }
 }
 
 /// The periodic tasks: the poll of the labs for results every minute (each

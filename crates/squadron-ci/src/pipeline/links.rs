@@ -5,7 +5,20 @@
 //! this instance's attachments, which is then read from the store rather
 //! than downloaded (as SQUAD does for its `BASE_URL`).
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Url;
+
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// A path segment, percent-encoded; `.` and `..` are encoded too, so that
+/// they stay segments of their own.
+fn segment(text: &str) -> String {
+    match text {
+        "." | ".." => "%2E".repeat(text.len()),
+        _ => utf8_percent_encode(text, SEGMENT).to_string(),
+    }
+}
 
 /// Where a run's attachments are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,34 +34,36 @@ pub struct RunPlace {
 }
 
 impl RunPlace {
-    /// The address of attachment `filename`: under `base` (the configured
-    /// base URL) if there is one, else from the server's root.
+    /// The address of attachment `filename`: under `base` (a base URL that
+    /// [`valid_base`] accepted) if there is one, else from the server's
+    /// root.
     pub fn attachment_url(&self, base: &str, filename: &str) -> String {
-        let root = Url::parse("http://localhost/").expect("a valid URL");
-        let mut url = if base.is_empty() { root } else { Url::parse(base).unwrap_or(root) };
         let testrun = self.testrun.to_string();
-        url.path_segments_mut().expect("an http URL has a path").pop_if_empty().extend([
-            self.group.as_str(),
-            &self.project,
-            "build",
-            &self.version,
-            "attachments",
-            "testrun",
-            &testrun,
-            filename,
-        ]);
-        if base.is_empty() {
-            url.path().to_string()
-        } else {
-            url.to_string()
-        }
+        let segments =
+            [self.group.as_str(), &self.project, "build", &self.version, "attachments", "testrun", &testrun, filename];
+        let path: String = segments.iter().map(|s| format!("/{}", segment(s))).collect();
+        format!("{}{path}", base.trim_end_matches('/'))
     }
+}
+
+/// Whether `base` can be the base of this instance's addresses: an
+/// absolute http or https URL without a query or fragment.
+pub fn valid_base(base: &str) -> bool {
+    Url::parse(base).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && !url.cannot_be_a_base()
+            && url.query().is_none()
+            && url.fragment().is_none()
+    })
 }
 
 /// The run and file name an address names, if it is one of this
 /// instance's attachments (under `base`): `<base>/api/testruns/<id>/attachments/?filename=<name>`
-/// or `<base>/<group>/<project>/build/<version>/attachments/testrun/<id>/<name>`.
-/// Without a base URL no address is taken for this instance's.
+/// (the last `filename`, as the API takes it) or
+/// `<base>/<group>/<project>/build/<version>/attachments/testrun/<id>/<name>`
+/// (whose group, project and version are not checked: the caller checks
+/// what it may read by the run). Without a base URL no address is taken
+/// for this instance's.
 pub fn local_attachment(base: &str, address: &str) -> Option<(i64, String)> {
     let base = Url::parse(base).ok()?;
     let url = Url::parse(address).ok()?;
@@ -60,7 +75,7 @@ pub fn local_attachment(base: &str, address: &str) -> Option<(i64, String)> {
     let rest = segments.strip_prefix(prefix.as_slice())?;
     match rest {
         ["api", "testruns", id, "attachments", ""] | ["api", "testruns", id, "attachments"] => {
-            let filename = url.query_pairs().find(|(k, _)| k == "filename")?.1.into_owned();
+            let filename = url.query_pairs().filter(|(k, _)| k == "filename").last()?.1.into_owned();
             Some((id.parse().ok()?, filename))
         }
         [_, _, "build", _, "attachments", "testrun", id, name @ ..] if !name.is_empty() => {
@@ -92,6 +107,18 @@ mod tests {
             place().attachment_url("https://qa.example/squad/", "a b.xsl"),
             "https://qa.example/squad/lkft/android/build/v1%20%232%2F3/attachments/testrun/42/a%20b.xsl"
         );
+        let dots = RunPlace { version: "..".into(), ..place() };
+        assert_eq!(dots.attachment_url("", "x"), "/lkft/android/build/%2E%2E/attachments/testrun/42/x");
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        for good in ["https://qa.example", "http://127.0.0.1:8000/squad/"] {
+            assert!(valid_base(good), "{good}");
+        }
+        for bad in ["qa.example", "localhost:8000", "squad.example.com:8080", "ftp://x/", "https://x/?a=1", ""] {
+            assert!(!valid_base(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -107,6 +134,12 @@ mod tests {
             Some((42, "r+1.tar.xz".into())),
             "the address squadron writes"
         );
+        assert_eq!(
+            ours("https://qa.example/squad/api/testruns/7/attachments/?filename=a&filename=b"),
+            Some((7, "b".into())),
+            "the last file name, as the API reads it"
+        );
+        assert_eq!(ours("https://qa.example/squadron/api/testruns/7/attachments/?filename=x"), None, "another path");
         assert_eq!(ours("https://qa.example/squad/api/testruns/7/attachments/"), None, "no file name");
         assert_eq!(ours("https://qa.example/api/testruns/7/attachments/?filename=x"), None, "outside the base path");
         assert_eq!(ours("https://lab.example/squad/api/testruns/7/attachments/?filename=x"), None, "another host");

@@ -3,7 +3,7 @@
 mod cancel;
 mod fetch;
 mod finish;
-mod links;
+pub mod links;
 mod poll;
 mod postprocess;
 mod submit;

@@ -148,7 +148,7 @@ impl RunInput {
         let mut sql = Sql::new(
             "SELECT a.blob FROM attachments a JOIN testruns r ON r.id = a.test_run_id \
              JOIN builds b ON b.id = r.build_id JOIN projects p ON p.id = b.project_id \
-             WHERE a.test_run_id = ",
+             WHERE r.visible AND a.test_run_id = ",
         );
         sql.bind(testrun).push(" AND a.filename = ").bind(filename.to_string());
         sql.push(" AND (p.is_public OR p.id = (SELECT b2.project_id FROM testruns r2 JOIN builds b2 ON b2.id = r2.build_id WHERE r2.id = ");

@@ -12,6 +12,11 @@
 //! read until all were found. Archives are untrusted input, so [`Limits`]
 //! bound each file's size, how far the archive may expand (zip bombs) and
 //! how many entries are looked at.
+//!
+//! Only the report is required: a companion file over its size limit is
+//! passed over, one that cannot be read is dropped (in a zip) and, once
+//! the report was taken, a damaged or over-limit rest of a tarball ends
+//! the search instead of failing it.
 
 use std::cell::Cell;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,20 +37,35 @@ pub const XZ_MEMORY_LIMIT: u64 = 256 << 20;
 pub struct Limits {
     /// Largest `test_result.xml` accepted, in bytes.
     pub max_size: u64,
+    /// Largest companion file taken, in bytes (a larger one is passed
+    /// over).
+    pub max_companion_size: u64,
     /// Largest ratio of decompressed to compressed bytes: for a tarball,
     /// over the whole stream read so far (so huge members before the
-    /// report count too); for a zip, for the report's entry.
+    /// report count too); for a zip, for each entry taken.
     pub max_ratio: u64,
     /// Most archive entries looked at (a zip's whole directory, a
-    /// tarball's members up to the report).
+    /// tarball's members up to the last one taken).
     pub max_entries: u64,
 }
 
 impl Default for Limits {
-    /// 8 GiB, a ratio of 1000 (text compresses about 10 to 100 times;
-    /// deflate cannot exceed 1032) and a million entries.
+    /// 8 GiB for the report, 1 GiB for a companion (the console and
+    /// device logs; the stylesheet, CSS and logo are kilobytes), a ratio
+    /// of 1000 (text compresses about 10 to 100 times; deflate cannot
+    /// exceed 1032) and a million entries.
     fn default() -> Self {
-        Limits { max_size: 8 << 30, max_ratio: 1000, max_entries: 1_000_000 }
+        Limits { max_size: 8 << 30, max_companion_size: 1 << 30, max_ratio: 1000, max_entries: 1_000_000 }
+    }
+}
+
+impl Limits {
+    /// The size limit of `member`.
+    fn size_of(&self, member: Member) -> u64 {
+        match member {
+            Member::TestResult => self.max_size,
+            _ => self.max_companion_size.min(self.max_size),
+        }
     }
 }
 
@@ -257,6 +277,13 @@ impl Found<'_> {
         self.wanted.is_empty()
     }
 
+    /// Whether `err`, met in a stream after the report was taken, can be
+    /// set aside: only the report is required, but a receiver that failed
+    /// to store a file fails the extraction.
+    fn can_skip(&self, err: &ArchiveError) -> bool {
+        !matches!(err, ArchiveError::Write(_)) && self.report.is_some()
+    }
+
     /// Hands `source`, member `member` at `path`, to `keep`.
     fn hand_over(
         &mut self,
@@ -268,10 +295,11 @@ impl Found<'_> {
         read_failed: &dyn Fn(io::Error) -> ArchiveError,
     ) -> Result<(), ArchiveError> {
         self.wanted.retain(|m| *m != member);
+        let limits = Limits { max_size: limits.size_of(member), ..*limits };
         let mut failure = None;
         let mut size = 0;
         let kept = (self.keep)(member, &mut |out: &mut dyn Write| {
-            copy_limited(source, out, limits, compressed, read_failed).map(|n| size = n).map_err(|err| {
+            copy_limited(source, out, &limits, compressed, read_failed).map(|n| size = n).map_err(|err| {
                 let message = io::Error::other(err.to_string());
                 failure = Some(err);
                 message
@@ -350,28 +378,37 @@ fn extract_tar<D: Read>(
     let bounded = Bounded { inner: decoder, meter: Rc::clone(&meter), max_ratio: limits.max_ratio };
     let mut archive = tar::Archive::new(bounded);
     let mut seen = 0u64;
-    for entry in archive.entries().map_err(classify)? {
-        let mut entry = entry.map_err(classify)?;
-        seen += 1;
-        if seen > limits.max_entries {
-            return Err(ArchiveError::TooManyEntries { limit: limits.max_entries });
+    // After the report, a damaged or over-limit rest of the stream only
+    // ends the search for companions.
+    let walked = (|| {
+        for entry in archive.entries().map_err(classify)? {
+            let mut entry = entry.map_err(classify)?;
+            seen += 1;
+            if seen > limits.max_entries {
+                return Err(ArchiveError::TooManyEntries { limit: limits.max_entries });
+            }
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let Some(member) = found.wants(&entry.path_bytes()) else { continue };
+            if entry.size() > limits.size_of(member) {
+                if member == Member::TestResult {
+                    return Err(ArchiveError::TooLarge { limit: limits.max_size });
+                }
+                continue;
+            }
+            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            found.hand_over(member, Some(path), &mut entry, None, limits, &classify)?;
+            if found.done() {
+                break;
+            }
         }
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let Some(member) = found.wants(&entry.path_bytes()) else { continue };
-        if entry.size() > limits.max_size {
-            return Err(ArchiveError::TooLarge { limit: limits.max_size });
-        }
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        found.hand_over(member, Some(path), &mut entry, None, limits, &classify)?;
-        if found.done() {
-            break;
-        }
-    }
-    match found.report {
-        Some(_) => Ok(()),
-        None => Err(ArchiveError::NoTestResult { entries: seen }),
+        Ok(())
+    })();
+    match walked {
+        Err(err) if !found.can_skip(&err) => Err(err),
+        _ if found.report.is_none() => Err(ArchiveError::NoTestResult { entries: seen }),
+        _ => Ok(()),
     }
 }
 
@@ -385,16 +422,29 @@ fn extract_zip<R: Read + Seek>(input: R, found: &mut Found<'_>, limits: &Limits)
         let Some(member) = zip.name_for_index(index).and_then(|name| found.wants(name.as_bytes())) else {
             continue;
         };
-        let mut file = zip.by_index(index).map_err(zip_error)?;
+        let companion = member != Member::TestResult;
+        let mut file = match zip.by_index(index).map_err(zip_error) {
+            Ok(file) => file,
+            Err(_) if companion => continue,
+            Err(err) => return Err(err),
+        };
         if !file.is_file() {
             continue;
         }
-        if file.size() > limits.max_size {
+        if file.size() > limits.size_of(member) {
+            if companion {
+                continue;
+            }
             return Err(ArchiveError::TooLarge { limit: limits.max_size });
         }
         let path = file.name().to_owned();
         let compressed = file.compressed_size();
-        found.hand_over(member, Some(path), &mut file, Some(compressed), limits, &read_error)?;
+        match found.hand_over(member, Some(path), &mut file, Some(compressed), limits, &read_error) {
+            // A zip's entries are independent: a bad companion is dropped
+            // wherever it is.
+            Err(err) if companion && !matches!(err, ArchiveError::Write(_)) => continue,
+            other => other?,
+        }
         if found.done() {
             break;
         }

@@ -91,11 +91,7 @@ impl Rewriter<'_> {
     /// Writes the head, its links rewritten up to byte `end`.
     fn release(&mut self, end: usize) -> io::Result<()> {
         let (rewritten, rest) = self.head.split_at(end.min(self.head.len()));
-        let mut text = rewritten.to_vec();
-        for (name, url) in &self.links {
-            text = replace(&text, name.as_bytes(), url.as_bytes());
-        }
-        self.out.write_all(&text)?;
+        self.out.write_all(&replace(rewritten, &self.links))?;
         self.out.write_all(rest)?;
         self.head = Vec::new();
         self.passing = true;
@@ -139,31 +135,52 @@ impl Write for Rewriter<'_> {
 }
 
 /// Where the root element of an XML document starts: the first `<` that
-/// opens neither a processing instruction (`<?`) nor a declaration or
-/// comment (`<!`).
+/// is outside processing instructions (`<?…?>`), comments (`<!--…-->`) and
+/// declarations (`<!…>`); `None` until it is in `text`.
 fn root_element(text: &[u8]) -> Option<usize> {
     let mut at = 0;
-    while let Some(found) = text[at..].iter().position(|&b| b == b'<') {
-        let start = at + found;
-        match text.get(start + 1) {
-            None => return None,
-            Some(b'?' | b'!') => at = start + 1,
-            Some(_) => return Some(start),
+    loop {
+        let start = at + text[at..].iter().position(|&b| b == b'<')?;
+        let rest = &text[start..];
+        if rest.len() < 4 && b"<!--".starts_with(rest) {
+            return None; // a comment or a declaration, or not: more is needed
         }
+        let close: &[u8] = if rest.starts_with(b"<!--") {
+            b"-->"
+        } else if rest.starts_with(b"<?") {
+            b"?>"
+        } else if rest.starts_with(b"<!") {
+            b">"
+        } else {
+            return Some(start);
+        };
+        at = start + 2 + find(&rest[2..], close)? + close.len();
     }
-    None
 }
 
-/// `text` with every `from` replaced by `to`.
-fn replace(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+/// Where `needle` first is in `text`.
+fn find(text: &[u8], needle: &[u8]) -> Option<usize> {
+    text.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `text` with every file name of `links` replaced by its address, in one
+/// pass (an address is never searched again).
+fn replace(text: &[u8], links: &[(&'static str, String)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(to);
-        rest = &rest[at + from.len()..];
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        match links.iter().find(|(name, _)| rest.starts_with(name.as_bytes())) {
+            Some((name, url)) => {
+                out.extend_from_slice(url.as_bytes());
+                at += name.len();
+            }
+            None => {
+                out.push(text[at]);
+                at += 1;
+            }
+        }
     }
-    out.extend_from_slice(rest);
     out
 }
 
@@ -204,6 +221,30 @@ mod tests {
             "<style>@import \"/g/p/build/v1/attachments/testrun/7/compatibility_result.css?a=1&amp;b=2\";</style>\
              <img src=\"/g/p/build/v1/attachments/testrun/7/logo.png?a=1&amp;b=2\"/>"
         );
+    }
+
+    #[test]
+    fn the_root_element_is_found_past_comments_and_instructions() {
+        assert_eq!(root_element(b"<?xml version='1.0'?><!-- <not> --><!DOCTYPE r><R/>"), Some(47));
+        assert_eq!(root_element(b"<?a <b> ?>\n<R>"), Some(11));
+        for partial in [b"<?xml".as_slice(), b"<!-- <x", b"<!", b"<!-", b"<", b""] {
+            assert_eq!(root_element(partial), None, "{:?}", String::from_utf8_lossy(partial));
+        }
+        let report = b"<!-- compatibility_result.xsl <x> --><?xml-stylesheet href=\"compatibility_result.xsl\"?><R/>";
+        let out = String::from_utf8(rewrite(Member::TestResult, report, 3)).unwrap();
+        assert!(
+            out.ends_with("href=\"/g/p/build/v1/attachments/testrun/7/compatibility_result.xsl?a=1&amp;b=2\"?><R/>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_address_is_not_rewritten_again() {
+        let url_of = |name: &str| Some(format!("/logo.png/{name}"));
+        let mut out = Vec::new();
+        write_member(Member::Stylesheet, &url_of, &mut out, &mut |w| w.write_all(b"compatibility_result.css logo.png"))
+            .unwrap();
+        assert_eq!(out, b"/logo.png/compatibility_result.css /logo.png/logo.png");
     }
 
     #[test]
