@@ -45,6 +45,8 @@ both_engines! {
         assert_eq!((status, body.as_str()), (200, "replaced"));
         let (status, _, body) = api.get_text(&format!("/g/p/build/v1/attachments/testrun/{run}/b.bin")).await;
         assert_eq!((status, body.as_str()), (200, "second"));
+        let answer = reqwest::get(api.url(&format!("/api/testruns/{run}/log_file/"))).await.unwrap();
+        assert_eq!(answer.headers()["x-content-type-options"], "nosniff", "a log is never guessed to be HTML");
         for wrong in [
             format!("/g/p/build/v2/attachments/testrun/{run}/b.bin"),
             format!("/g/private/build/v1/attachments/testrun/{run}/b.bin"),

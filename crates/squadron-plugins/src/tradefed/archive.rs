@@ -177,8 +177,8 @@ pub enum ArchiveError {
     /// Reading the input failed.
     #[error("cannot read the archive: {0}")]
     Read(#[source] io::Error),
-    /// Writing the report failed.
-    #[error("cannot write test_result.xml: {0}")]
+    /// Storing an extracted file failed (the receiver's error).
+    #[error("cannot store an extracted file: {0}")]
     Write(#[source] io::Error),
 }
 

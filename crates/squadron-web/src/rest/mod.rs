@@ -82,11 +82,14 @@ pub(crate) fn json(status: StatusCode, value: Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-/// A plain answer with a content type (the files of a test run).
+/// A plain answer with a content type (the files of a test run). Browsers
+/// are told not to guess another type: the files come from labs and
+/// submitters, and a log guessed to be HTML would run on this origin.
 pub(crate) fn raw(content_type: &str, body: impl Into<Body>) -> Response {
     let content_type = header::HeaderValue::from_str(content_type)
         .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
-    ([(header::CONTENT_TYPE, content_type)], body.into()).into_response()
+    let nosniff = header::HeaderValue::from_static("nosniff");
+    ([(header::CONTENT_TYPE, content_type), (header::X_CONTENT_TYPE_OPTIONS, nosniff)], body.into()).into_response()
 }
 
 /// Writes one JSON object straight into a buffer, key by key, leaving out
