@@ -12,6 +12,8 @@ use common::fake_lava::{Answer, Failure, FakeLava};
 use common::{registry, QUEUES};
 use squadron_ci::jobs::{self, NewJob};
 use squadron_ci::Backends;
+use squadron_plugins::tradefed::archive::Member;
+use squadron_plugins::tradefed::companions::attachment_of;
 use squadron_plugins::Plugins;
 use squadron_queue::Queue;
 use squadron_store::both_engines;
@@ -154,18 +156,14 @@ both_engines! {
             )))
             .await
             .unwrap();
+        // The archive, then the files the plugin takes out of it (their
+        // names are checked against SQUAD's in the plugin's own tests).
         let files: Vec<&str> = files.iter().map(|(f,)| f.as_str()).collect();
-        assert_eq!(
-            files,
-            [
-                "tradefed-output-20220608105250.tar.xz",
-                "test_results.xml",
-                "compatibility_result.xsl",
-                "compatibility_result.css",
-                "teadefed_stdout.txt",
-                "teadefed_logcat.txt"
-            ]
-        );
+        let taken = [Member::TestResult, Member::Stylesheet, Member::Css, Member::Stdout, Member::Logcat];
+        let expected: Vec<&str> = std::iter::once("tradefed-output-20220608105250.tar.xz")
+            .chain(taken.into_iter().map(|m| attachment_of(m).0))
+            .collect();
+        assert_eq!(files, expected);
         // The report shows through its stylesheet where the run's
         // attachments are served.
         let report_key = db.text(&format!("SELECT blob FROM attachments WHERE test_run_id = {run} AND filename = 'test_results.xml'")).await;

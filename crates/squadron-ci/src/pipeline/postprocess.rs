@@ -55,6 +55,8 @@ pub struct RunInput {
     /// Writes stashed files from the blocking thread a step runs on.
     runtime: tokio::runtime::Handle,
     id: i64,
+    /// The run's project.
+    project_id: i64,
     /// Where the run's attachments are served.
     place: RunPlace,
     /// [`Ci::base_url`].
@@ -76,13 +78,13 @@ impl RunInput {
     pub async fn load(cx: &Ci, id: i64, testjob: Option<i64>) -> Result<Option<RunInput>, TaskError> {
         let store = &cx.store;
         let mut run = Sql::new(
-            "SELECT r.log_file, p.project_settings, g.slug, p.slug, b.version FROM testruns r \
+            "SELECT r.log_file, p.project_settings, p.id, g.slug, p.slug, b.version FROM testruns r \
              JOIN builds b ON b.id = r.build_id JOIN projects p ON p.id = b.project_id \
              JOIN groups g ON g.id = p.group_id WHERE r.id = ",
         );
         run.bind(id);
-        type Row = (Option<String>, String, String, String, String);
-        let Some((log, settings, group, project, version)) =
+        type Row = (Option<String>, String, i64, String, String, String);
+        let Some((log, settings, project_id, group, project, version)) =
             store.fetch_optional::<Row>(&run).await.map_err(TaskError::failed)?
         else {
             return Ok(None);
@@ -101,6 +103,7 @@ impl RunInput {
             http: cx.backends.http.clone(),
             runtime: tokio::runtime::Handle::current(),
             id,
+            project_id,
             place: RunPlace { group, project, version, testrun: id },
             base_url: cx.base_url.clone(),
             log,
@@ -137,9 +140,7 @@ impl RunInput {
         }
         Ok(writer.finish().await?.key)
     }
-}
 
-impl RunInput {
     /// The blob of attachment `filename` of run `testrun`, which `url` names
     /// on this instance. Only a run of the same project or of a public
     /// one is read (SQUAD read any), so a job cannot reach into a private
@@ -151,8 +152,7 @@ impl RunInput {
              WHERE r.visible AND a.test_run_id = ",
         );
         sql.bind(testrun).push(" AND a.filename = ").bind(filename.to_string());
-        sql.push(" AND (p.is_public OR p.id = (SELECT b2.project_id FROM testruns r2 JOIN builds b2 ON b2.id = r2.build_id WHERE r2.id = ");
-        sql.bind(self.id).push(")) ORDER BY a.id DESC");
+        sql.push(" AND (p.is_public OR p.id = ").bind(self.project_id).push(") ORDER BY a.id DESC");
         let found: Option<(String,)> =
             self.store.fetch_optional(&sql).await.map_err(|e| PluginError::Io(std::io::Error::other(e)))?;
         found.map(|(blob,)| blob).ok_or_else(|| {
