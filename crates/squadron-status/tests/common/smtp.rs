@@ -21,8 +21,15 @@ pub struct SmtpSink {
     pub port: u16,
 }
 
-/// A Python with aiosmtpd.
+/// A Python with aiosmtpd, set up once per test process (the tests of a
+/// binary run on threads of one process, and would otherwise build the
+/// same virtualenv at once).
 fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(set_up_python).clone()
+}
+
+fn set_up_python() -> PathBuf {
     if let Ok(python) = std::env::var("SQUADRON_TEST_PYTHON") {
         return PathBuf::from(python);
     }
