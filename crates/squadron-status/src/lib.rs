@@ -33,7 +33,7 @@ pub use compare::{metric_regressions_and_fixes, regressions_and_fixes, ByEnviron
 pub use compute::{compute, BuildStatus, EnvironmentSummary, Runs};
 pub use known_issues::ReapplyKnownIssues;
 pub use reset::reset_build_events;
-pub use tasks::{on_publish, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};
+pub use tasks::{on_publish, on_submit, ReconcileBuildStatus, StatusContext, UpdateBuildStatus};
 pub use update::{recompute_project, update_build_status, write_if_current, Updated};
 
 /// Errors of the build status.

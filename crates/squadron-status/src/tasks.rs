@@ -2,9 +2,10 @@
 //! periodic reconciler that catches statuses left stale.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use squadron_queue::{Job, NewTask, Outcome, Queue, StepTx, Task, TaskError};
+use squadron_queue::{Job, NewTask, Outcome, Queue, RunAt, StepTx, Task, TaskError};
 use squadron_store::builds::BuildTask;
 use squadron_store::sql::Sql;
 use squadron_store::Store;
@@ -29,6 +30,17 @@ impl UpdateBuildStatus {
     /// run once more.
     pub fn task(build_id: i64) -> NewTask {
         NewTask::of(&UpdateBuildStatus { build_id, rebaseline: false }).unique(format!("build_status:{build_id}"))
+    }
+
+    /// The update a submission enqueues to repair what a process that died
+    /// before updating the status itself left: due after
+    /// [`SUBMIT_STATUS_GRACE`], and unique apart from [`Self::task`], so
+    /// that an update due now (a plugin finishing, say) is not held back
+    /// by it.
+    pub fn repair(build_id: i64) -> NewTask {
+        NewTask::of(&UpdateBuildStatus { build_id, rebaseline: false })
+            .unique(format!("build_status_repair:{build_id}"))
+            .run_at(RunAt::After(SUBMIT_STATUS_GRACE))
     }
 
     /// The task that looks at `build_id`'s baseline again.
@@ -65,6 +77,19 @@ impl Task for UpdateBuildStatus {
 /// status update, in the publishing transaction.
 pub fn on_publish(queue: Queue) -> BuildTask {
     BuildTask { queue, task: Arc::new(UpdateBuildStatus::task) }
+}
+
+/// How long the status update enqueued by a submission waits: the
+/// submission updates the status itself before it answers, so the task
+/// only repairs what a process that died in between left (and then finds
+/// the status current, at the cost of one query). Run at once, it would
+/// compute the same status, comparisons and all, beside the submission.
+pub const SUBMIT_STATUS_GRACE: Duration = Duration::from_secs(60);
+
+/// [`on_publish`] for a caller that updates the build's status itself
+/// right after publishing: the task is [`UpdateBuildStatus::repair`].
+pub fn on_submit(queue: Queue) -> BuildTask {
+    BuildTask { queue, task: Arc::new(UpdateBuildStatus::repair) }
 }
 
 /// What the status tasks need.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use squadron_queue::{Metrics, Queue, Registry, Shutdown, Worker, WorkerConfig};
 use squadron_status::{
-    compute, idempotency_key, on_publish, write_if_current, Delivering, ReapplyKnownIssues, ReconcileBuildStatus,
-    SendBuildCallbacks, StatusContext, UpdateBuildStatus,
+    compute, idempotency_key, on_publish, on_submit, write_if_current, Delivering, ReapplyKnownIssues,
+    ReconcileBuildStatus, SendBuildCallbacks, StatusContext, UpdateBuildStatus,
 };
 use squadron_store::both_engines;
 use squadron_store::ingest::IngestOptions;
@@ -164,6 +164,23 @@ async fn a_publish_enqueues_the_update_and_the_reconciler_finds_stale_builds(db:
     assert_eq!(db.scalar("SELECT COUNT(*) FROM builds b JOIN build_status s ON s.build_id = b.id AND s.computed_version = b.status_version").await, 2);
 }
 
+async fn a_submissions_repair_update_waits_and_holds_no_update_back(db: TestDb) {
+    let p = db.public_project().await;
+    let options = IngestOptions { on_publish: Some(on_submit(Queue::default())), ..Default::default() };
+    let b = submit_with(&db, p, "v1", "x86", "2026-01-01T00:00:00Z", r#"{"a": "pass"}"#, "", options).await;
+    let due_in_us = db.scalar("SELECT MIN(run_at) - (SELECT now_us FROM queue_clock) FROM tasks WHERE kind = 'update_build_status'").await;
+    assert!(due_in_us > 50_000_000, "the repair waits out the grace period: due in {due_in_us} us");
+    // An update due now (a plugin finishing, say) is a task of its own.
+    {
+        let mut tx = db.store.queue_db().begin().await.unwrap();
+        use squadron_queue::StepTx;
+        Queue::default().enqueue(tx.conn(), &UpdateBuildStatus::task(b)).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    run_status_tasks_until(&db, &format!("SELECT COUNT(*) FROM build_status WHERE build_id = {b}")).await;
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tasks WHERE kind = 'update_build_status' AND state = 'scheduled'").await, 1,
+        "the repair still waits");
+}
 
 async fn finished_builds_call_back_once_with_one_key_per_event(db: TestDb) {
     use std::sync::{Arc, Mutex};

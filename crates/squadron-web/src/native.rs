@@ -11,7 +11,7 @@ use squadron_core::callbacks::{callback_from_form, project_callback_headers};
 use squadron_core::names::is_valid_slug;
 use squadron_core::submission::{metadata_from_form_fields, parse_metadata, SPECIAL_METADATA_FIELDS};
 use squadron_queue::Queue;
-use squadron_status::{on_publish, update_build_status, Updated};
+use squadron_status::{on_submit, update_build_status, Updated};
 use squadron_store::builds::PatchFields;
 use squadron_store::ingest::{IngestError, IngestOptions, Submission};
 use squadron_store::postprocess::RunPostprocess;
@@ -99,10 +99,11 @@ pub(crate) async fn submit(
     };
     // The ingestion runs in a task of its own: once the upload is complete,
     // a client that goes away does not interrupt it halfway.
-    // The run's publish also enqueues its build's status update, and its
-    // plugins' tasks (the build is not finished until they are done); the status
-    // is updated here as well, so that the answer comes once the build's
-    // status reflects the run, as SQUAD's clients expect.
+    // The build's status is updated here, so that the answer comes once it
+    // reflects the run, as SQUAD's clients expect. The run's publish also
+    // enqueues that update, due after a grace period, to repair a status a
+    // dying process left stale, and its plugins' tasks (the build is not
+    // finished until they are done).
     let (store, blobs, queue) = (state.store.clone(), state.blobs.clone(), state.queue.clone());
     let plugins: Vec<String> =
         state.plugins.enabled(access.project.enabled_plugins()).iter().map(|p| p.name().to_string()).collect();
@@ -111,7 +112,7 @@ pub(crate) async fn submit(
         plugins,
         task: Arc::new(|run, plugin| PostprocessRun::task(run, plugin, None)),
     });
-    let options = IngestOptions { on_publish: Some(on_publish(queue.clone())), postprocess, ..Default::default() };
+    let options = IngestOptions { on_publish: Some(on_submit(queue.clone())), postprocess, ..Default::default() };
     let ingested = tokio::spawn(async move {
         let run = store.ingest(&blobs, &submission, options).await?;
         update_status_of_run(&store, &queue, run).await;
