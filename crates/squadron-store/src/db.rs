@@ -16,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use squadron_queue::{install_sqlite_wake, Conn, QueueDb, StepTx, Wake};
 
+use crate::ingest::name_cache::NameCache;
 use crate::StoreError;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -87,6 +88,7 @@ struct Inner {
     engine: Engine,
     url: String,
     stats: HoldStats,
+    names: NameCache,
 }
 
 #[derive(Default)]
@@ -201,11 +203,23 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        Ok(Store { inner: Arc::new(Inner { engine, url: redact_url(url), stats: HoldStats::default() }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                url: redact_url(url),
+                stats: HoldStats::default(),
+                names: NameCache::new(),
+            }),
+        })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The ids of recently used interned names.
+    pub(crate) fn name_cache(&self) -> &NameCache {
+        &self.inner.names
     }
 
     /// `sqlite` or `postgres`.

@@ -14,7 +14,7 @@ use squadron_core::submission::{SubmittedMetric, SubmittedTest};
 use squadron_core::summary::RunStatus;
 
 use super::names::{intern_missing, revalidate, values_placeholders, NameKind};
-use super::run::Writer;
+use super::run::{claim_suites, SuiteClaim, Writer};
 use super::IngestError;
 use crate::db::{EngineTx, WriteTx};
 use crate::{Store, StoreError};
@@ -71,7 +71,7 @@ impl<T: Named> Prepared<T> {
         let items = dedupe(batch, T::key);
         let keys: Vec<(&str, &str)> = items.iter().map(T::key).collect();
         let epoch = store.name_epoch().await?;
-        let ids = store.lookup_names(T::KIND, &keys).await?;
+        let ids = store.resolve_names(epoch, T::KIND, &keys).await?;
         let issues = if T::KIND == NameKind::Test && !known_issues.is_empty() {
             keys.iter().map(|(suite, name)| known_issues.matches(&join_name(suite, name))).collect()
         } else {
@@ -104,8 +104,8 @@ pub(crate) struct Job<T> {
     pub(crate) run: RunIds,
     /// Who writes the run; the write fails if it no longer may.
     pub(crate) owner: Writer,
-    /// The suite of each item, already created, aligned with the items.
-    pub(crate) suite_ids: Vec<i64>,
+    /// The suites of the items.
+    pub(crate) suites: SuiteClaim,
     pub(crate) batch: Prepared<T>,
 }
 
@@ -118,6 +118,8 @@ pub(crate) struct Written {
     /// Whether some name was already in the run (from an earlier batch):
     /// the last value was kept, and the run's counts must be recomputed.
     pub(crate) repeated: bool,
+    /// Suites the batch claimed for the run, by slug.
+    pub(crate) claimed_suites: Vec<(String, i64)>,
 }
 
 impl<T: Named> Prepared<T> {
@@ -164,22 +166,63 @@ async fn check_owner(tx: &mut WriteTx, run: i64, owner: &Writer) -> Result<(), I
     owned.map(|_| ()).ok_or(IngestError::Swept)
 }
 
-/// Opens the write transaction of a job: ownership checked, names made
-/// valid and interned.
-async fn begin_job<T: Named>(job: &mut Job<T>) -> Result<WriteTx, IngestError> {
+/// Names whose ids a write transaction read or made, for the name cache
+/// once it commits (an id interned in a transaction rolled back may be
+/// given to another name later).
+struct Learned {
+    /// The name epoch the ids are valid at.
+    epoch: i64,
+    /// Positions of the names in the batch.
+    positions: Vec<usize>,
+}
+
+impl Learned {
+    /// Puts the learned ids into the name cache; call after the commit.
+    fn remember<T: Named>(self, job: &Job<T>) {
+        let Prepared { items, ids, .. } = &job.batch;
+        let keys: Vec<(&str, &str)> = self.positions.iter().map(|&i| items[i].key()).collect();
+        let learned: Vec<Option<i64>> = self.positions.iter().map(|&i| ids[i]).collect();
+        job.store.name_cache().put(self.epoch, T::KIND, &keys, &learned);
+    }
+}
+
+/// What a job's transaction adds to its batch before writing it.
+struct Opened {
+    tx: WriteTx,
+    /// The suite of each item.
+    suite_ids: Vec<i64>,
+    claimed_suites: Vec<(String, i64)>,
+    learned: Learned,
+}
+
+/// Opens the write transaction of a job: ownership checked, suites new to
+/// the run claimed, names made valid and interned.
+async fn begin_job<T: Named>(job: &mut Job<T>) -> Result<Opened, IngestError> {
     let mut tx = job.store.begin_write().await?;
     check_owner(&mut tx, job.run.test_run, &job.owner).await?;
+    let claimed_suites = if job.suites.new.is_empty() {
+        Vec::new()
+    } else {
+        claim_suites(&mut tx, job.run.project, job.run.test_run, &job.suites.new).await?
+    };
+    let claimed: HashMap<&str, i64> = claimed_suites.iter().map(|(slug, id)| (slug.as_str(), *id)).collect();
+    let suite_ids = (job.suites.ids.iter().zip(&job.batch.items))
+        .map(|(id, item)| id.or_else(|| claimed.get(item.key().0).copied()).expect("claimed"))
+        .collect();
     let Prepared { items, ids, epoch, .. } = &mut job.batch;
     let keys: Vec<(&str, &str)> = items.iter().map(T::key).collect();
-    revalidate(&mut tx, *epoch, T::KIND, &keys, ids).await?;
+    let valid_at = revalidate(&mut tx, *epoch, T::KIND, &keys, ids).await?;
+    // Names looked up again under a new epoch are all worth caching;
+    // otherwise only those interned now.
+    let positions = (0..ids.len()).filter(|&i| valid_at != *epoch || ids[i].is_none()).collect();
     intern_missing(&mut tx, T::KIND, &keys, ids).await?;
-    Ok(tx)
+    Ok(Opened { tx, suite_ids, claimed_suites, learned: Learned { epoch: valid_at, positions } })
 }
 
 /// Writes a batch of tests in one transaction.
 async fn write_tests(mut job: Job<SubmittedTest>) -> Result<Written, IngestError> {
-    let mut tx = begin_job(&mut job).await?;
-    let Job { run, suite_ids, batch, .. } = &job;
+    let Opened { mut tx, suite_ids, claimed_suites, learned } = begin_job(&mut job).await?;
+    let Job { run, batch, .. } = &job;
     let has_issue = |i: usize| batch.issues.get(i).is_some_and(|v| !v.is_empty());
     let rows: Vec<TestRow> = batch
         .items
@@ -204,17 +247,18 @@ async fn write_tests(mut job: Job<SubmittedTest>) -> Result<Written, IngestError
         link_known_issues(&mut tx, &inserted.by_metadata, &rows, &batch.issues).await?;
     }
     tx.commit().await?;
+    learned.remember(&job);
     let mut status = RunStatus::default();
     for row in &rows {
         status.add_test(row.suite_id, TestStatus::of(row.result, row.has_known_issues));
     }
-    Ok(Written { status, repeated, rows: rows.len() as i64 })
+    Ok(Written { status, repeated, rows: rows.len() as i64, claimed_suites })
 }
 
 /// Writes a batch of metrics in one transaction.
 async fn write_metrics(mut job: Job<SubmittedMetric>) -> Result<Written, IngestError> {
-    let mut tx = begin_job(&mut job).await?;
-    let Job { run, suite_ids, batch, .. } = &job;
+    let Opened { mut tx, suite_ids, claimed_suites, learned } = begin_job(&mut job).await?;
+    let Job { run, batch, .. } = &job;
     let rows: Vec<MetricRow> = batch
         .items
         .iter()
@@ -232,11 +276,12 @@ async fn write_metrics(mut job: Job<SubmittedMetric>) -> Result<Written, IngestE
         insert_metrics(&mut tx, *run, &rows, Conflict::Update).await?;
     }
     tx.commit().await?;
+    learned.remember(&job);
     let mut status = RunStatus::default();
     for (row, metric) in rows.iter().zip(&batch.items) {
         status.add_metric(row.suite_id, &metric.measurements);
     }
-    Ok(Written { status, repeated, rows: rows.len() as i64 })
+    Ok(Written { status, repeated, rows: rows.len() as i64, claimed_suites })
 }
 
 /// Formats measurements as SQUAD stores them: comma-separated.
@@ -251,6 +296,7 @@ pub fn parse_measurements(text: &str) -> Vec<f64> {
 
 #[derive(Clone, Copy)]
 pub(crate) struct RunIds {
+    pub(crate) project: i64,
     pub(crate) test_run: i64,
     pub(crate) build: i64,
     pub(crate) environment: i64,

@@ -13,6 +13,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod discard;
+pub(crate) mod name_cache;
 pub(crate) mod names;
 pub(crate) mod run;
 mod writes;

@@ -82,36 +82,57 @@ async fn select_postgres<'c>(
     sqlx::query_as(&sql).bind(suites).bind(names).fetch_all(e).await
 }
 
-async fn insert_sqlite<'c>(
-    e: impl Executor<'c, Database = Sqlite>,
+/// Inserts the names of `keys` with ids of their own choosing: the writer
+/// holds SQLite's only write lock, so the ids after the largest are free,
+/// and nothing comes back to decode. Returns the ids aligned with `keys`,
+/// or all `None` if some name was interned meanwhile (another writer got
+/// in between the lookup and this transaction): the caller looks those up.
+async fn insert_sqlite(
+    c: &mut sqlx::SqliteConnection,
     kind: NameKind,
     keys: &Keys<'_>,
-) -> Result<Vec<NameRow>, sqlx::Error> {
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM suite_metadata").fetch_one(&mut *c).await?;
     let sql = format!(
-        "INSERT INTO suite_metadata (kind, suite, name) SELECT {}, column1, column2 FROM (VALUES {}) WHERE true \
-         ON CONFLICT DO NOTHING RETURNING id, suite, name",
+        "INSERT INTO suite_metadata (id, kind, suite, name) SELECT column1, {}, column2, column3 FROM (VALUES {}) WHERE true \
+         ON CONFLICT DO NOTHING",
         kind.sql(),
-        values_placeholders(2, keys.len())
+        values_placeholders(3, keys.len())
     );
-    let mut query = sqlx::query_as(&sql);
-    for (suite, name) in keys {
-        query = query.bind(*suite).bind(*name);
+    let mut query = sqlx::query(&sql);
+    for (i, (suite, name)) in keys.iter().enumerate() {
+        query = query.bind(last + 1 + i as i64).bind(*suite).bind(*name);
     }
-    query.fetch_all(e).await
+    let inserted = query.execute(&mut *c).await?.rows_affected();
+    Ok(if inserted == keys.len() as u64 {
+        (0..keys.len()).map(|i| Some(last + 1 + i as i64)).collect()
+    } else {
+        vec![None; keys.len()]
+    })
 }
 
-async fn insert_postgres<'c>(
-    e: impl Executor<'c, Database = Postgres>,
+/// Inserts the names of `keys` that are not interned yet; returns the ids
+/// aligned with `keys`, `None` for names another writer interned meanwhile.
+async fn insert_postgres(
+    c: &mut sqlx::PgConnection,
     kind: NameKind,
     keys: &Keys<'_>,
-) -> Result<Vec<NameRow>, sqlx::Error> {
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
     let sql = format!(
         "INSERT INTO suite_metadata (kind, suite, name) SELECT {}, suite, name FROM UNNEST($1::text[], $2::text[]) AS v(suite, name) \
          ON CONFLICT DO NOTHING RETURNING id, suite, name",
         kind.sql()
     );
     let (suites, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    sqlx::query_as(&sql).bind(suites).bind(names).fetch_all(e).await
+    let rows: Vec<NameRow> = sqlx::query_as(&sql).bind(suites).bind(names).fetch_all(c).await?;
+    let mut ids = vec![None; keys.len()];
+    let index: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    for (id, suite, name) in rows {
+        if let Some(&i) = index.get(&(suite.as_str(), name.as_str())) {
+            ids[i] = Some(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Puts found ids into `ids`, at their positions.
@@ -123,23 +144,36 @@ fn place(found: Vec<Found>, ids: &mut [Option<i64>]) {
     }
 }
 
-/// Puts the ids of inserted `rows` into `ids`, aligned with `keys`.
-fn fill(keys: &Keys<'_>, rows: Vec<NameRow>, ids: &mut [Option<i64>]) {
-    let index: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    for (id, suite, name) in rows {
-        if let Some(&i) = index.get(&(suite.as_str(), name.as_str())) {
-            ids[i] = Some(id);
-        }
-    }
-}
-
 fn missing<'k>(keys: &Keys<'k>, ids: &[Option<i64>]) -> Vec<(&'k str, &'k str)> {
     keys.iter().zip(ids).filter(|(_, id)| id.is_none()).map(|(k, _)| *k).collect()
 }
 
 impl Store {
-    /// Looks up the ids of interned names, outside any write transaction.
-    /// `None` where a name is not interned yet.
+    /// The ids of interned names at name epoch `epoch`, from the name cache
+    /// or else the database, outside any write transaction. `None` where a
+    /// name is not interned yet.
+    pub(crate) async fn resolve_names(
+        &self,
+        epoch: i64,
+        kind: NameKind,
+        keys: &Keys<'_>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut ids = self.name_cache().get(epoch, kind, keys);
+        let misses: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
+        if misses.is_empty() {
+            return Ok(ids);
+        }
+        let miss_keys: Vec<(&str, &str)> = misses.iter().map(|&i| keys[i]).collect();
+        let found = self.lookup_names(kind, &miss_keys).await?;
+        self.name_cache().put(epoch, kind, &miss_keys, &found);
+        for (i, id) in misses.into_iter().zip(found) {
+            ids[i] = id;
+        }
+        Ok(ids)
+    }
+
+    /// Looks up the ids of interned names in the database, outside any
+    /// write transaction. `None` where a name is not interned yet.
     pub(crate) async fn lookup_names(&self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Option<i64>>, StoreError> {
         let mut ids = vec![None; keys.len()];
         if keys.is_empty() {
@@ -166,14 +200,15 @@ impl Store {
 /// Makes `ids`, looked up at name epoch `epoch`, safe to use in `tx`: if
 /// names were deleted since, looks them all up again. On PostgreSQL the
 /// epoch row is share-locked until `tx` ends, so no name can be deleted
-/// before the rows referring to them are committed.
+/// before the rows referring to them are committed. Returns the epoch
+/// `ids` are valid at.
 pub(crate) async fn revalidate(
     tx: &mut WriteTx,
     epoch: i64,
     kind: NameKind,
     keys: &Keys<'_>,
     ids: &mut [Option<i64>],
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let current: i64 = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
             sqlx::query_scalar("SELECT epoch FROM name_epoch WHERE id = 1").fetch_one(&mut **c).await?
@@ -187,7 +222,7 @@ pub(crate) async fn revalidate(
         let found = with_tx!(tx, c => c.select_names(kind, keys).await)?;
         place(found, ids);
     }
-    Ok(())
+    Ok(current)
 }
 
 /// Bumps the name epoch, in the transaction that is about to delete names.
@@ -204,12 +239,15 @@ pub(crate) async fn intern_missing(
     keys: &Keys<'_>,
     ids: &mut [Option<i64>],
 ) -> Result<(), StoreError> {
-    let todo = missing(keys, ids);
+    let todo: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
     if todo.is_empty() {
         return Ok(());
     }
-    let inserted = with_tx!(tx, c => c.insert_names(kind, &todo).await)?;
-    fill(keys, inserted, ids);
+    let todo_keys: Vec<(&str, &str)> = todo.iter().map(|&i| keys[i]).collect();
+    let inserted = with_tx!(tx, c => c.insert_names(kind, &todo_keys).await)?;
+    for (i, id) in todo.into_iter().zip(inserted) {
+        ids[i] = id;
+    }
     let raced: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
     if !raced.is_empty() {
         let raced_keys: Vec<(&str, &str)> = raced.iter().map(|&i| keys[i]).collect();
@@ -226,12 +264,14 @@ pub(crate) async fn intern_missing(
 
 /// Name interning on either engine's connection.
 trait EngineNames {
-    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error>;
+    /// Inserts names not interned yet; their ids, aligned with `keys`
+    /// (`None` for a name to look up instead).
+    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Option<i64>>, sqlx::Error>;
     async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Found>, sqlx::Error>;
 }
 
 impl EngineNames for sqlx::SqliteConnection {
-    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Option<i64>>, sqlx::Error> {
         insert_sqlite(self, kind, keys).await
     }
     async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Found>, sqlx::Error> {
@@ -240,7 +280,7 @@ impl EngineNames for sqlx::SqliteConnection {
 }
 
 impl EngineNames for sqlx::PgConnection {
-    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<NameRow>, sqlx::Error> {
+    async fn insert_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Option<i64>>, sqlx::Error> {
         insert_postgres(self, kind, keys).await
     }
     async fn select_names(&mut self, kind: NameKind, keys: &Keys<'_>) -> Result<Vec<Found>, sqlx::Error> {

@@ -234,90 +234,44 @@ impl<'s> HiddenRun<'s> {
     }
 
     /// Makes sure each suite of `slugs` exists in the project and has this
-    /// run's status row; returns their ids, aligned with `slugs`. Suites new
-    /// to the run are resolved together, in a few statements per batch.
+    /// run's status row; returns their ids, aligned with `slugs`.
     pub(crate) async fn ensure_suites(&mut self, tx: &mut WriteTx, slugs: &[&str]) -> Result<Vec<i64>, StoreError> {
-        let mut new: Vec<&str> = slugs.iter().copied().filter(|s| !self.suites.contains_key(*s)).collect();
-        new.sort_unstable();
-        new.dedup();
-        if !new.is_empty() {
-            let (project, run) = (self.project_id, self.id);
-            let found: Vec<(i64, String)> = with_tx!(tx, c => {
-                let mut qb = QueryBuilder::new("SELECT id, slug FROM suites WHERE project_id = ");
-                qb.push_bind(project).push(" AND slug IN (");
-                let mut list = qb.separated(", ");
-                for slug in &new {
-                    list.push_bind(*slug);
-                }
-                list.push_unseparated(")");
-                let mut found: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *c).await?;
-                let missing: Vec<&str> = new.iter().copied().filter(|n| !found.iter().any(|(_, s)| s == n)).collect();
-                if !missing.is_empty() {
-                    let mut qb = QueryBuilder::new("INSERT INTO suite_metadata (kind, suite, name) ");
-                    qb.push_values(&missing, |mut b, slug| {
-                        b.push("'suite'").push_bind(*slug).push("'-'");
-                    });
-                    qb.push(" ON CONFLICT DO NOTHING");
-                    qb.build().execute(&mut *c).await?;
-                    let mut qb = QueryBuilder::new("SELECT id, suite FROM suite_metadata WHERE kind = 'suite' AND name = '-' AND suite IN (");
-                    let mut list = qb.separated(", ");
-                    for slug in &missing {
-                        list.push_bind(*slug);
-                    }
-                    list.push_unseparated(")");
-                    let names: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *c).await?;
-                    let mut qb = QueryBuilder::new("INSERT INTO suites (project_id, slug, metadata_id) ");
-                    qb.push_values(&names, |mut b, (metadata, slug)| {
-                        b.push_bind(project).push_bind(slug.as_str()).push_bind(*metadata);
-                    });
-                    qb.push(" ON CONFLICT DO NOTHING");
-                    qb.build().execute(&mut *c).await?;
-                    let mut qb = QueryBuilder::new("SELECT id, slug FROM suites WHERE project_id = ");
-                    qb.push_bind(project).push(" AND slug IN (");
-                    let mut list = qb.separated(", ");
-                    for slug in &missing {
-                        list.push_bind(*slug);
-                    }
-                    list.push_unseparated(")");
-                    found.extend(qb.build_query_as::<(i64, String)>().fetch_all(&mut *c).await?);
-                }
-                let mut qb = QueryBuilder::new("INSERT INTO statuses (test_run_id, suite_id) ");
-                qb.push_values(&found, |mut b, (suite, _)| {
-                    b.push_bind(run).push_bind(*suite);
-                });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().execute(&mut *c).await?;
-                found
-            });
-            if found.len() != new.len() {
-                return Err(StoreError::Invalid(format!("could not create the suites of {new:?}")));
-            }
-            self.suites.extend(found.into_iter().map(|(id, slug)| (slug, id)));
+        let claim = self.suites_of(slugs.iter().copied());
+        if !claim.new.is_empty() {
+            let found = claim_suites(tx, self.project_id, self.id, &claim.new).await?;
+            self.suites.extend(found);
         }
         Ok(slugs.iter().map(|s| self.suites[*s]).collect())
     }
 
-    /// Suite ids for a prepared batch. Suites new to the run are created,
-    /// with the run's status row for each, in a short transaction of their
-    /// own before any row refers to them.
-    pub(crate) async fn claim_suites<T: Named>(&mut self, batch: &Prepared<T>) -> Result<Vec<i64>, StoreError> {
-        let slugs: Vec<&str> = batch.keys().into_iter().map(|(suite, _)| suite).collect();
-        if let Some(ids) = slugs.iter().map(|s| self.suites.get(*s).copied()).collect::<Option<Vec<i64>>>() {
-            return Ok(ids);
-        }
-        let mut tx = self.store.begin_write().await?;
-        let ids = self.ensure_suites(&mut tx, &slugs).await?;
-        tx.commit().await?;
-        Ok(ids)
+    /// The suites of `slugs`: their ids where the run has them already, and
+    /// the slugs new to the run, to be claimed in the write transaction.
+    fn suites_of<'a>(&self, slugs: impl Iterator<Item = &'a str>) -> SuiteClaim {
+        let mut new = Vec::new();
+        let ids = slugs
+            .map(|slug| {
+                let id = self.suites.get(slug).copied();
+                if id.is_none() {
+                    new.push(slug.to_string());
+                }
+                id
+            })
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        SuiteClaim { ids, new }
     }
 
-    /// A job writing `batch` into this run.
-    pub(crate) fn job<T: Named>(&self, suite_ids: Vec<i64>, batch: Prepared<T>) -> Job<T> {
-        Job { store: self.store.clone(), run: self.ids(), owner: self.owner.clone(), suite_ids, batch }
+    /// A job writing `batch` into this run; it claims the batch's suites new
+    /// to the run in its own transaction.
+    pub(crate) fn job<T: Named>(&self, batch: Prepared<T>) -> Job<T> {
+        let suites = self.suites_of(batch.keys().into_iter().map(|(suite, _)| suite));
+        Job { store: self.store.clone(), run: self.ids(), owner: self.owner.clone(), suites, batch }
     }
 
     /// Counts a written batch, and renews the run's heartbeat when due.
     pub(crate) async fn absorb(&mut self, written: Written) -> Result<(), StoreError> {
+        self.suites.extend(written.claimed_suites);
         self.written += written.rows;
         self.status.merge(written.status);
         self.recount |= written.repeated;
@@ -348,7 +302,7 @@ impl<'s> HiddenRun<'s> {
     }
 
     pub(crate) fn ids(&self) -> RunIds {
-        RunIds { test_run: self.id, build: self.build_id, environment: self.environment_id }
+        RunIds { project: self.project_id, test_run: self.id, build: self.build_id, environment: self.environment_id }
     }
 
     /// Counts the stored rows of a run that must be recounted, on a read
@@ -494,6 +448,76 @@ impl<'s> HiddenRun<'s> {
     }
 }
 
+/// The suites of a batch: ids aligned with its items (`None` for a suite
+/// new to the run), and the slugs new to the run, sorted.
+pub(crate) struct SuiteClaim {
+    pub(crate) ids: Vec<Option<i64>>,
+    pub(crate) new: Vec<String>,
+}
+
+/// Makes sure each suite of `slugs` (sorted, so that concurrent writers
+/// lock them in the same order) exists in `project` and has a status row
+/// for `run`, in `tx`; returns `(slug, id)` of each.
+pub(crate) async fn claim_suites(
+    tx: &mut WriteTx,
+    project: i64,
+    run: i64,
+    slugs: &[String],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let found: Vec<(i64, String)> = with_tx!(tx, c => {
+        let mut qb = QueryBuilder::new("SELECT id, slug FROM suites WHERE project_id = ");
+        qb.push_bind(project).push(" AND slug IN (");
+        let mut list = qb.separated(", ");
+        for slug in slugs {
+            list.push_bind(slug.as_str());
+        }
+        list.push_unseparated(")");
+        let mut found: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *c).await?;
+        let missing: Vec<&str> =
+            slugs.iter().map(String::as_str).filter(|n| !found.iter().any(|(_, s)| s == n)).collect();
+        if !missing.is_empty() {
+            let mut qb = QueryBuilder::new("INSERT INTO suite_metadata (kind, suite, name) ");
+            qb.push_values(&missing, |mut b, slug| {
+                b.push("'suite'").push_bind(*slug).push("'-'");
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *c).await?;
+            let mut qb = QueryBuilder::new("SELECT id, suite FROM suite_metadata WHERE kind = 'suite' AND name = '-' AND suite IN (");
+            let mut list = qb.separated(", ");
+            for slug in &missing {
+                list.push_bind(*slug);
+            }
+            list.push_unseparated(")");
+            let names: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *c).await?;
+            let mut qb = QueryBuilder::new("INSERT INTO suites (project_id, slug, metadata_id) ");
+            qb.push_values(&names, |mut b, (metadata, slug)| {
+                b.push_bind(project).push_bind(slug.as_str()).push_bind(*metadata);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *c).await?;
+            let mut qb = QueryBuilder::new("SELECT id, slug FROM suites WHERE project_id = ");
+            qb.push_bind(project).push(" AND slug IN (");
+            let mut list = qb.separated(", ");
+            for slug in &missing {
+                list.push_bind(*slug);
+            }
+            list.push_unseparated(")");
+            found.extend(qb.build_query_as::<(i64, String)>().fetch_all(&mut *c).await?);
+        }
+        let mut qb = QueryBuilder::new("INSERT INTO statuses (test_run_id, suite_id) ");
+        qb.push_values(&found, |mut b, (suite, _)| {
+            b.push_bind(run).push_bind(*suite);
+        });
+        qb.push(" ON CONFLICT DO NOTHING");
+        qb.build().execute(&mut *c).await?;
+        found
+    });
+    if found.len() != slugs.len() {
+        return Err(StoreError::Invalid(format!("could not create the suites of {slugs:?}")));
+    }
+    Ok(found.into_iter().map(|(id, slug)| (slug, id)).collect())
+}
+
 #[cfg(all(test, feature = "testing"))]
 mod race_tests {
     use super::*;
@@ -523,8 +547,7 @@ mod race_tests {
     }
 
     async fn write(run: &mut HiddenRun<'_>, batch: Prepared<SubmittedTest>) -> Result<(), IngestError> {
-        let suites = run.claim_suites(&batch).await?;
-        let written = SubmittedTest::write(run.job(suites, batch)).await?;
+        let written = SubmittedTest::write(run.job(batch)).await?;
         Ok(run.absorb(written).await?)
     }
 
@@ -548,14 +571,53 @@ mod race_tests {
             assert_eq!(db.scalar("SELECT COUNT(*) FROM tests").await, 3);
         }
 
+        async fn names_cached_before_a_removal_are_not_reused(db: TestDb) {
+            let s = &db.store;
+            let p = db.public_project().await;
+            let mut x = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
+            let batch = Prepared::new(s, &x.known_issues(), tests(&["a", "b"])).await.unwrap();
+            write(&mut x, batch).await.unwrap();
+            crate::ingest::discard::discard_run(s, x.id).await.unwrap();
+            // The names X interned (and the process cached) are gone: a run
+            // prepared after the removal interns them again.
+            let mut z = HiddenRun::begin(s, &submission(p, "z"), None).await.unwrap();
+            let batch = Prepared::new(s, &z.known_issues(), tests(&["a", "b"])).await.unwrap();
+            write(&mut z, batch).await.unwrap();
+            let named = db.scalar("SELECT COUNT(*) FROM tests t JOIN suite_metadata m ON m.id = t.metadata_id AND m.kind = 'test' AND m.suite = 's'").await;
+            assert_eq!(named, 2, "both tests refer to their names");
+        }
+
+        async fn names_interned_by_another_writer_meanwhile_are_shared(db: TestDb) {
+            let s = &db.store;
+            let p = db.public_project().await;
+            // X looks up names none of which exist yet...
+            let mut x = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
+            let prepared = Prepared::new(s, &x.known_issues(), tests(&["a", "b", "c", "d"])).await.unwrap();
+            // ...while Y interns two of them.
+            let mut y = HiddenRun::begin(s, &submission(p, "y"), None).await.unwrap();
+            let batch = Prepared::new(s, &y.known_issues(), tests(&["b", "d"])).await.unwrap();
+            write(&mut y, batch).await.unwrap();
+            write(&mut x, prepared).await.unwrap();
+            assert_eq!(db.scalar("SELECT COUNT(*) FROM suite_metadata WHERE kind = 'test'").await, 4);
+            let rows: Vec<(i64, String)> = s
+                .fetch_all(&crate::sql::Sql::new(
+                    "SELECT t.test_run_id, m.name FROM tests t JOIN suite_metadata m ON m.id = t.metadata_id \
+                     ORDER BY t.test_run_id, m.name",
+                ))
+                .await
+                .unwrap();
+            let named = |run: i64| -> Vec<&str> { rows.iter().filter(|r| r.0 == run).map(|r| r.1.as_str()).collect() };
+            assert_eq!(named(x.id), ["a", "b", "c", "d"]);
+            assert_eq!(named(y.id), ["b", "d"]);
+        }
+
         async fn no_batch_lands_in_a_run_being_removed(db: TestDb) {
             let s = &db.store;
             let p = db.public_project().await;
             let before = db.table_counts().await;
-            let mut run = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
+            let run = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
             let batch = Prepared::new(s, &run.known_issues(), tests(&["a", "b"])).await.unwrap();
-            let suites = run.claim_suites(&batch).await.unwrap();
-            let job = run.job(suites, batch);
+            let job = run.job(batch);
             crate::ingest::discard::discard_run(s, run.id).await.unwrap();
             let outcome = SubmittedTest::write(job).await;
             assert!(matches!(outcome, Err(IngestError::Swept)), "a late batch is refused");

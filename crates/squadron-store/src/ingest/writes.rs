@@ -42,14 +42,13 @@ impl<M> Writes<M> {
         let known_issues = run.known_issues();
         let prepared = Prepared::new(run.store, &known_issues, batch).await?;
         drop(known_issues);
-        let suite_ids = run.claim_suites(&prepared).await?;
         let keys: HashSet<u64> = prepared.key_hashes().collect();
         let repeats = self.in_flight.iter().any(|earlier| !earlier.keys.is_disjoint(&keys));
         let room = if repeats { 1 } else { run.store.write_parallelism() };
         while self.in_flight.len() >= room {
             self.absorb_oldest(run).await?;
         }
-        let job = tokio::spawn(T::write(run.job(suite_ids, prepared)));
+        let job = tokio::spawn(T::write(run.job(prepared)));
         self.in_flight.push_back(InFlight { job, keys, marks: Vec::new() });
         Ok(())
     }
