@@ -220,7 +220,7 @@ impl Store {
         let outcome = run.publish(&submission.metadata, on_publish.as_ref(), postprocess.as_ref()).await;
         if let Ok(id) = &outcome {
             if run.written() >= LARGE_RUN_ROWS {
-                self.refresh_statistics(*id, &["tests", "metrics"]);
+                self.refresh_statistics(*id, &["suite_metadata", "tests", "metrics"]);
             }
         }
         if outcome.is_err() {
