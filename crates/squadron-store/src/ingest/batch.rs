@@ -14,6 +14,7 @@ use squadron_core::submission::{SubmittedMetric, SubmittedTest};
 use squadron_core::summary::RunStatus;
 
 use super::names::{intern_missing, revalidate, values_placeholders, NameKind};
+use super::plain_insert;
 use super::run::{claim_suites, SuiteClaim, Writer};
 use super::IngestError;
 use crate::db::{EngineTx, WriteTx};
@@ -351,8 +352,8 @@ pub(crate) async fn insert_tests(
     want_ids: bool,
 ) -> Result<Inserted, StoreError> {
     let head = "INSERT INTO tests (test_run_id, build_id, environment_id, suite_id, metadata_id, result, has_known_issues, log) SELECT";
-    let tail = on_conflict(conflict, "result, has_known_issues, log")
-        + if want_ids { " RETURNING id, metadata_id" } else { "" };
+    let returning = if want_ids { " RETURNING id, metadata_id" } else { "" };
+    let tail = on_conflict(conflict, "result, has_known_issues, log") + returning;
     let (returned, inserted): (Vec<(i64, i64)>, u64) = match &mut tx.tx {
         EngineTx::Sqlite(c) => {
             let sql = format!(
@@ -373,27 +374,72 @@ pub(crate) async fn insert_tests(
             }
         }
         EngineTx::Postgres(c) => {
-            let sql = format!("{head} $1, $2, $3, s, m, r, k, l FROM UNNEST($4::bigint[], $5::bigint[], $6::bool[], $7::bool[], $8::text[]) AS v(s, m, r, k, l){tail}");
-            let q = sqlx::query(&sql)
-                .bind(run.test_run)
-                .bind(run.build)
-                .bind(run.environment)
-                .bind(rows.iter().map(|r| r.suite_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.metadata_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.result).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.has_known_issues).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.log).collect::<Vec<_>>());
-            if want_ids {
-                let found: Vec<(i64, i64)> =
-                    q.fetch_all(&mut **c).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
-                let n = found.len() as u64;
-                (found, n)
+            let select = format!("{head} $1, $2, $3, s, m, r, k, l FROM UNNEST($4::bigint[], $5::bigint[], $6::bool[], $7::bool[], $8::text[]) AS v(s, m, r, k, l)");
+            let columns = TestColumns::of(run, rows);
+            let with_clause = format!("{select}{tail}");
+            if conflict == Conflict::Ignore {
+                let plain = format!("{select}{returning}");
+                plain_insert::begin(c).await?;
+                let outcome = columns.insert(c, &plain, want_ids).await;
+                match plain_insert::settle(c, outcome).await? {
+                    Some(done) => done,
+                    None => columns.insert(c, &with_clause, want_ids).await?,
+                }
             } else {
-                (Vec::new(), q.execute(&mut **c).await?.rows_affected())
+                columns.insert(c, &with_clause, want_ids).await?
             }
         }
     };
     Ok(Inserted { inserted: inserted as usize, by_metadata: returned.into_iter().map(|(id, m)| (m, id)).collect() })
+}
+
+/// Test rows as PostgreSQL's `UNNEST` takes them, one array per column.
+struct TestColumns<'a> {
+    run: RunIds,
+    suites: Vec<i64>,
+    names: Vec<i64>,
+    results: Vec<Option<bool>>,
+    known: Vec<bool>,
+    logs: Vec<Option<&'a str>>,
+}
+
+impl<'a> TestColumns<'a> {
+    fn of(run: RunIds, rows: &[TestRow<'a>]) -> Self {
+        TestColumns {
+            run,
+            suites: rows.iter().map(|r| r.suite_id).collect(),
+            names: rows.iter().map(|r| r.metadata_id).collect(),
+            results: rows.iter().map(|r| r.result).collect(),
+            known: rows.iter().map(|r| r.has_known_issues).collect(),
+            logs: rows.iter().map(|r| r.log).collect(),
+        }
+    }
+
+    /// Runs `sql` on the columns; returns `(id, metadata_id)` of the rows
+    /// when asked for, and how many rows were inserted.
+    async fn insert(
+        &self,
+        c: &mut sqlx::PgConnection,
+        sql: &str,
+        want_ids: bool,
+    ) -> Result<(Vec<(i64, i64)>, u64), sqlx::Error> {
+        let q = sqlx::query(sql)
+            .bind(self.run.test_run)
+            .bind(self.run.build)
+            .bind(self.run.environment)
+            .bind(&self.suites)
+            .bind(&self.names)
+            .bind(&self.results)
+            .bind(&self.known)
+            .bind(&self.logs);
+        if want_ids {
+            let found: Vec<(i64, i64)> = q.fetch_all(c).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let n = found.len() as u64;
+            Ok((found, n))
+        } else {
+            Ok((Vec::new(), q.execute(c).await?.rows_affected()))
+        }
+    }
 }
 
 pub(crate) async fn insert_metrics(

@@ -15,6 +15,7 @@ pub(crate) mod batch;
 pub(crate) mod discard;
 pub(crate) mod name_cache;
 pub(crate) mod names;
+mod plain_insert;
 pub(crate) mod run;
 mod writes;
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::{Executor, Postgres, Sqlite};
 
+use super::plain_insert;
 use crate::db::{EngineTx, WriteTx};
 use crate::{Store, StoreError};
 
@@ -113,18 +114,27 @@ async fn insert_sqlite(
 
 /// Inserts the names of `keys` that are not interned yet; returns the ids
 /// aligned with `keys`, `None` for names another writer interned meanwhile.
+/// They are inserted plainly (see [`plain_insert`]) unless one was.
 async fn insert_postgres(
     c: &mut sqlx::PgConnection,
     kind: NameKind,
     keys: &Keys<'_>,
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO suite_metadata (kind, suite, name) SELECT {}, suite, name FROM UNNEST($1::text[], $2::text[]) AS v(suite, name) \
-         ON CONFLICT DO NOTHING RETURNING id, suite, name",
+    let insert = format!(
+        "INSERT INTO suite_metadata (kind, suite, name) SELECT {}, suite, name FROM UNNEST($1::text[], $2::text[]) AS v(suite, name)",
         kind.sql()
     );
     let (suites, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    let rows: Vec<NameRow> = sqlx::query_as(&sql).bind(suites).bind(names).fetch_all(c).await?;
+    plain_insert::begin(c).await?;
+    let plain = format!("{insert} RETURNING id, suite, name");
+    let outcome = sqlx::query_as(&plain).bind(&suites).bind(&names).fetch_all(&mut *c).await;
+    let rows: Vec<NameRow> = match plain_insert::settle(c, outcome).await? {
+        Some(rows) => rows,
+        None => {
+            let sql = format!("{insert} ON CONFLICT DO NOTHING RETURNING id, suite, name");
+            sqlx::query_as(&sql).bind(&suites).bind(&names).fetch_all(&mut *c).await?
+        }
+    };
     let mut ids = vec![None; keys.len()];
     let index: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
     for (id, suite, name) in rows {
