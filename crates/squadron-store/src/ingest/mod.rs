@@ -109,6 +109,10 @@ pub struct StagedRun<'s> {
     unanalyzed_rows: i64,
 }
 
+/// Items of a submission after which PostgreSQL's statistics of the name
+/// table are refreshed, then again after twice as many, and so on.
+const FIRST_NAME_STATISTICS_REFRESH: usize = 50_000;
+
 /// Rows a run appended to in steps (a plugin's output) gets between two
 /// refreshes of PostgreSQL's statistics: names are looked up in
 /// `suite_metadata` as it grows by millions, and with stale statistics the
@@ -317,7 +321,16 @@ async fn feed(
 async fn pipeline<T: Named>(run: &mut HiddenRun<'_>, mut batches: Batches<T>) -> Result<(), IngestError> {
     let mut writes = Writes::<()>::new();
     let mut failed = None;
+    let (mut parsed, mut refresh_at) = (0, FIRST_NAME_STATISTICS_REFRESH);
     while let Some(batch) = batches.next().await {
+        parsed += batch.len();
+        if parsed >= refresh_at {
+            // A first build adds as many names as tests: with statistics
+            // of a name table a fraction of its size, PostgreSQL looks each
+            // batch's names up by scanning the table whole.
+            run.store.refresh_statistics(run.id, &["suite_metadata"]);
+            refresh_at *= 2;
+        }
         if let Err(e) = writes.add(run, batch).await {
             failed = Some(e);
             break;
