@@ -154,8 +154,11 @@ fn place(found: Vec<Found>, ids: &mut [Option<i64>]) {
     }
 }
 
-fn missing<'k>(keys: &Keys<'k>, ids: &[Option<i64>]) -> Vec<(&'k str, &'k str)> {
-    keys.iter().zip(ids).filter(|(_, id)| id.is_none()).map(|(k, _)| *k).collect()
+/// The positions of `ids` still `None`, and their keys.
+fn unresolved<'k>(keys: &Keys<'k>, ids: &[Option<i64>]) -> (Vec<usize>, Vec<(&'k str, &'k str)>) {
+    let positions: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
+    let unresolved_keys = positions.iter().map(|&i| keys[i]).collect();
+    (positions, unresolved_keys)
 }
 
 impl Store {
@@ -169,11 +172,10 @@ impl Store {
         keys: &Keys<'_>,
     ) -> Result<Vec<Option<i64>>, StoreError> {
         let mut ids = self.name_cache().get(epoch, kind, keys);
-        let misses: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
+        let (misses, miss_keys) = unresolved(keys, &ids);
         if misses.is_empty() {
             return Ok(ids);
         }
-        let miss_keys: Vec<(&str, &str)> = misses.iter().map(|&i| keys[i]).collect();
         let found = self.lookup_names(kind, &miss_keys).await?;
         self.name_cache().put(epoch, kind, &miss_keys, &found);
         for (i, id) in misses.into_iter().zip(found) {
@@ -249,24 +251,22 @@ pub(crate) async fn intern_missing(
     keys: &Keys<'_>,
     ids: &mut [Option<i64>],
 ) -> Result<(), StoreError> {
-    let todo: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
+    let (todo, todo_keys) = unresolved(keys, ids);
     if todo.is_empty() {
         return Ok(());
     }
-    let todo_keys: Vec<(&str, &str)> = todo.iter().map(|&i| keys[i]).collect();
     let inserted = with_tx!(tx, c => c.insert_names(kind, &todo_keys).await)?;
     for (i, id) in todo.into_iter().zip(inserted) {
         ids[i] = id;
     }
-    let raced: Vec<usize> = (0..keys.len()).filter(|&i| ids[i].is_none()).collect();
+    let (raced, raced_keys) = unresolved(keys, ids);
     if !raced.is_empty() {
-        let raced_keys: Vec<(&str, &str)> = raced.iter().map(|&i| keys[i]).collect();
         let found = with_tx!(tx, c => c.select_names(kind, &raced_keys).await)?;
         for (position, id) in found {
             ids[raced[position as usize]] = Some(id);
         }
     }
-    match missing(keys, ids).first() {
+    match unresolved(keys, ids).1.first() {
         Some((suite, name)) => Err(StoreError::Invalid(format!("could not intern name {suite}/{name}"))),
         None => Ok(()),
     }

@@ -551,21 +551,38 @@ mod race_tests {
         Ok(run.absorb(written).await?)
     }
 
+    /// A new hidden run of build `build`, and a batch of tests `names`
+    /// prepared for it.
+    async fn prepared<'s>(
+        s: &'s Store,
+        p: i64,
+        build: &str,
+        names: &[&str],
+    ) -> (HiddenRun<'s>, Prepared<SubmittedTest>) {
+        let run = HiddenRun::begin(s, &submission(p, build), None).await.unwrap();
+        let batch = Prepared::new(s, &run.known_issues(), tests(names)).await.unwrap();
+        (run, batch)
+    }
+
+    /// A new hidden run of build `build` with tests `names` written.
+    async fn written<'s>(s: &'s Store, p: i64, build: &str, names: &[&str]) -> HiddenRun<'s> {
+        let (mut run, batch) = prepared(s, p, build, names).await;
+        write(&mut run, batch).await.unwrap();
+        run
+    }
+
     crate::both_engines! {
         async fn names_deleted_between_lookup_and_write_are_looked_up_again(db: TestDb) {
             let s = &db.store;
             let p = db.public_project().await;
             // Run X interns the names, then is being rejected...
-            let mut x = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
-            let batch = Prepared::new(s, &x.known_issues(), tests(&["a", "b"])).await.unwrap();
-            write(&mut x, batch).await.unwrap();
+            let x = written(s, p, "x", &["a", "b"]).await;
             // ...while run Y has looked the same names up.
-            let mut y = HiddenRun::begin(s, &submission(p, "y"), None).await.unwrap();
-            let prepared = Prepared::new(s, &y.known_issues(), tests(&["a", "b", "c"])).await.unwrap();
+            let (mut y, batch) = prepared(s, p, "y", &["a", "b", "c"]).await;
             // X's removal deletes the names nothing else refers to yet.
             crate::ingest::discard::discard_run(s, x.id).await.unwrap();
             assert_eq!(db.scalar("SELECT COUNT(*) FROM suite_metadata WHERE kind = 'test'").await, 0);
-            write(&mut y, prepared).await.unwrap();
+            write(&mut y, batch).await.unwrap();
             let dangling = db.scalar("SELECT COUNT(*) FROM tests t WHERE NOT EXISTS (SELECT 1 FROM suite_metadata m WHERE m.id = t.metadata_id)").await;
             assert_eq!(dangling, 0, "every test refers to an existing name");
             assert_eq!(db.scalar("SELECT COUNT(*) FROM tests").await, 3);
@@ -574,15 +591,11 @@ mod race_tests {
         async fn names_cached_before_a_removal_are_not_reused(db: TestDb) {
             let s = &db.store;
             let p = db.public_project().await;
-            let mut x = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
-            let batch = Prepared::new(s, &x.known_issues(), tests(&["a", "b"])).await.unwrap();
-            write(&mut x, batch).await.unwrap();
+            let x = written(s, p, "x", &["a", "b"]).await;
             crate::ingest::discard::discard_run(s, x.id).await.unwrap();
             // The names X interned (and the process cached) are gone: a run
             // prepared after the removal interns them again.
-            let mut z = HiddenRun::begin(s, &submission(p, "z"), None).await.unwrap();
-            let batch = Prepared::new(s, &z.known_issues(), tests(&["a", "b"])).await.unwrap();
-            write(&mut z, batch).await.unwrap();
+            written(s, p, "z", &["a", "b"]).await;
             let named = db.scalar("SELECT COUNT(*) FROM tests t JOIN suite_metadata m ON m.id = t.metadata_id AND m.kind = 'test' AND m.suite = 's'").await;
             assert_eq!(named, 2, "both tests refer to their names");
         }
@@ -591,13 +604,10 @@ mod race_tests {
             let s = &db.store;
             let p = db.public_project().await;
             // X looks up names none of which exist yet...
-            let mut x = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
-            let prepared = Prepared::new(s, &x.known_issues(), tests(&["a", "b", "c", "d"])).await.unwrap();
+            let (mut x, batch) = prepared(s, p, "x", &["a", "b", "c", "d"]).await;
             // ...while Y interns two of them.
-            let mut y = HiddenRun::begin(s, &submission(p, "y"), None).await.unwrap();
-            let batch = Prepared::new(s, &y.known_issues(), tests(&["b", "d"])).await.unwrap();
-            write(&mut y, batch).await.unwrap();
-            write(&mut x, prepared).await.unwrap();
+            let y = written(s, p, "y", &["b", "d"]).await;
+            write(&mut x, batch).await.unwrap();
             assert_eq!(db.scalar("SELECT COUNT(*) FROM suite_metadata WHERE kind = 'test'").await, 4);
             let rows: Vec<(i64, String)> = s
                 .fetch_all(&crate::sql::Sql::new(
@@ -615,8 +625,7 @@ mod race_tests {
             let s = &db.store;
             let p = db.public_project().await;
             let before = db.table_counts().await;
-            let run = HiddenRun::begin(s, &submission(p, "x"), None).await.unwrap();
-            let batch = Prepared::new(s, &run.known_issues(), tests(&["a", "b"])).await.unwrap();
+            let (run, batch) = prepared(s, p, "x", &["a", "b"]).await;
             let job = run.job(batch);
             crate::ingest::discard::discard_run(s, run.id).await.unwrap();
             let outcome = SubmittedTest::write(job).await;
